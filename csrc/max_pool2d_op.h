@@ -1,0 +1,78 @@
+// The device-independent body of the max_pool2d ops: validate (shape.h), handle unbatched input,
+// pick the output layout, allocate, then hand the validated problem to a backend: a struct with
+// static forward / backward (cpu/max_pool2d.cpp, cuda/max_pool2d.cpp).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include <tuple>
+
+#include "shape.h"
+
+namespace convpool {
+
+// PyTorch keeps a channels_last input channels_last; an unbatched (3-D) input has no such layout.
+inline at::MemoryFormat max_pool2d_memory_format(const at::Tensor& input) {
+  return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                              c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                              c10::IntArrayRef dilation, bool ceil_mode) {
+  check_max_pool2d_input(input);
+  const Pool2dParams p =
+      max_pool2d_params(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  const auto out_sizes = max_pool2d_output_sizes(input.sizes(), p);
+  const auto options = input.options().memory_format(max_pool2d_memory_format(input));
+  at::Tensor values = at::empty(out_sizes, options);
+  at::Tensor indices = at::empty(out_sizes, options.dtype(at::kLong));
+  if (values.numel() > 0) {
+    const bool unbatched = input.dim() == 3;
+    at::Tensor v4 = unbatched ? values.unsqueeze(0) : values;
+    at::Tensor i4 = unbatched ? indices.unsqueeze(0) : indices;
+    Backend::forward(p, unbatched ? input.unsqueeze(0) : input, v4, i4);
+  }
+  return {values, indices};
+}
+
+template <class Backend>
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                               const at::Tensor& indices, c10::IntArrayRef kernel_size,
+                               c10::IntArrayRef stride, c10::IntArrayRef padding,
+                               c10::IntArrayRef dilation, bool ceil_mode) {
+  check_max_pool2d_input(input);
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()),
+              "max_pool2d_backward: expected a floating point input, but got ",
+              dtype_name(input.scalar_type()));
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+              "max_pool2d_backward: expected grad_output of dtype ", dtype_name(input.scalar_type()),
+              ", but got ", dtype_name(grad_output.scalar_type()));
+  TORCH_CHECK(indices.scalar_type() == at::kLong,
+              "max_pool2d_backward: expected indices of dtype Long, but got ",
+              dtype_name(indices.scalar_type()));
+  TORCH_CHECK(grad_output.device() == input.device() && indices.device() == input.device(),
+              "max_pool2d_backward: grad_output, input and indices must be on the same device");
+  const Pool2dParams p =
+      max_pool2d_params(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  const auto out_sizes = max_pool2d_output_sizes(input.sizes(), p);
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(out_sizes),
+              "max_pool2d_backward: expected grad_output of size ", c10::IntArrayRef(out_sizes),
+              ", but got ", grad_output.sizes());
+  TORCH_CHECK(indices.sizes() == c10::IntArrayRef(out_sizes),
+              "max_pool2d_backward: expected indices of size ", c10::IntArrayRef(out_sizes),
+              ", but got ", indices.sizes());
+  at::Tensor grad_input =
+      at::zeros(input.sizes(), input.options().memory_format(max_pool2d_memory_format(input)));
+  if (grad_output.numel() > 0) {
+    const bool unbatched = input.dim() == 3;
+    at::Tensor gi4 = unbatched ? grad_input.unsqueeze(0) : grad_input;
+    Backend::backward(p, unbatched ? grad_output.unsqueeze(0) : grad_output,
+                      unbatched ? indices.unsqueeze(0) : indices, gi4);
+  }
+  return grad_input;
+}
+
+}  // namespace convpool

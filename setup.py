@@ -1,0 +1,92 @@
+"""Builds convpool._C: the CPU kernels always, the CUDA kernels when a CUDA toolkit is found.
+
+Environment:
+  CONVPOOL_FORCE_CUDA=1  build the CUDA sources even if the heuristics say no
+  CONVPOOL_NO_CUDA=1     never build them
+  CONVPOOL_BUILD_EMU=1   also build the CUDA emulator (runs the CUDA kernels on CPU tensors; tests)
+  CONVPOOL_DEBUG=1       -O0 -g
+  TORCH_CUDA_ARCH_LIST   GPU architectures (defaults below when unset and no GPU is visible)
+"""
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# Architectures to compile for when none is given and no GPU can be asked (torch's BuildExtension
+# fails then): Volta to Hopper, plus PTX for newer GPUs.
+DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+
+
+def flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def sources(*patterns):
+    """Sources found from this file's folder (whatever the working directory), given relative to
+    it as setuptools requires."""
+    found = []
+    for pattern in patterns:
+        found += sorted(glob.glob(os.path.join(ROOT, pattern)))
+    return [os.path.relpath(path, ROOT) for path in found]
+
+
+def want_cuda(cuda_sources):
+    if flag("CONVPOOL_NO_CUDA") or not cuda_sources:
+        return False
+    if flag("CONVPOOL_FORCE_CUDA"):
+        return True
+    # torch.version.cuda, not torch.cuda.is_available(): build hosts often have no GPU.
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def extension():
+    cpp_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+    cuda_sources = sources("csrc/cuda/*.cu", "csrc/cuda/*.cpp")
+    assert cpp_sources, f"no C++ sources found under {ROOT}/csrc"
+    debug = flag("CONVPOOL_DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    extra_compile_args = {"cxx": opt + ["-fdiagnostics-color=always"]}
+    define_macros = []
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if flag("CONVPOOL_BUILD_EMU"):
+        cpp_sources += sources("csrc/emu/*.cpp")
+        define_macros.append(("CONVPOOL_WITH_EMU", "1"))
+
+    if want_cuda(cuda_sources):
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+        # torch's CUDA headers include cusparse.h & co., which pip's CUDA wheels put here.
+        import nvidia
+
+        for base in nvidia.__path__:
+            include_dirs += glob.glob(os.path.join(base, "cu*", "include"))
+        define_macros.append(("CONVPOOL_WITH_CUDA", "1"))
+        extra_compile_args["nvcc"] = opt + ["-lineinfo"]
+        return cpp_extension.CUDAExtension(
+            "convpool._C",
+            cpp_sources + cuda_sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+        )
+    return cpp_extension.CppExtension(
+        "convpool._C",
+        cpp_sources,
+        include_dirs=include_dirs,
+        define_macros=define_macros,
+        extra_compile_args=extra_compile_args,
+    )
+
+
+os.chdir(ROOT)  # the relative source paths above are relative to here
+os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
+
+setup(
+    packages=find_packages("src"),
+    package_dir={"": "src"},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+)
