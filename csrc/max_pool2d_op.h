@@ -5,7 +5,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 
 #include <tuple>
 
@@ -64,8 +63,10 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   TORCH_CHECK(indices.sizes() == c10::IntArrayRef(out_sizes),
               "max_pool2d_backward: expected indices of size ", c10::IntArrayRef(out_sizes),
               ", but got ", indices.sizes());
+  // (at::zeros would drop the memory format)
   at::Tensor grad_input =
-      at::zeros(input.sizes(), input.options().memory_format(max_pool2d_memory_format(input)));
+      at::empty(input.sizes(), input.options().memory_format(max_pool2d_memory_format(input)));
+  grad_input.zero_();
   if (grad_output.numel() > 0) {
     const bool unbatched = input.dim() == 3;
     at::Tensor gi4 = unbatched ? grad_input.unsqueeze(0) : grad_input;

@@ -106,8 +106,10 @@ inline Conv2dParams conv2d_params(c10::IntArrayRef input_sizes, c10::IntArrayRef
               dilation);
   TORCH_CHECK(input_sizes.size() == 4, "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: ",
               input_sizes);
-  TORCH_CHECK(weight_sizes.size() == 4, "Expected 4-dimensional weight for conv2d, but got ",
-              weight_sizes.size(), "-dimensional weight of size ", weight_sizes);
+  TORCH_CHECK(weight_sizes.size() == 4, "Expected ", weight_sizes.size(), "-dimensional input for ",
+              weight_sizes.size(), "-dimensional weight ", weight_sizes, ", but got ",
+              input_sizes.size(), "-dimensional input of size ", input_sizes,
+              " instead (conv2d takes a 4-dimensional weight)");
   TORCH_CHECK(weight_sizes[0] >= groups, "Given groups=", groups,
               ", expected weight to be at least ", groups,
               " at dimension 0, but got weight of size ", weight_sizes, " instead");

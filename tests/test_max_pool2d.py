@@ -1,0 +1,152 @@
+"""convpool.max_pool2d against torch.nn.functional.max_pool2d: values, bit-identical indices,
+gradients, NaN and tie rules, layouts and dtypes."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convpool
+from helpers import LAYOUTS, grads, leaf, make_tensor
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+CASES = [
+    (2, 3, 8, 8, 2, None, 0, 1, False),
+    (2, 3, 9, 10, 3, 2, 1, 1, False),
+    (2, 3, 9, 10, 3, 2, 1, 1, True),
+    (1, 2, 7, 11, (3, 2), (2, 1), (1, 0), (1, 2), True),
+    (2, 2, 10, 9, 3, 3, 1, 2, True),
+    (0, 3, 6, 6, 2, 2, 0, 1, False),
+    (2, 4, 13, 13, (5, 3), (3, 2), (2, 1), 1, True),
+    (1, 3, 5, 5, 5, 1, 2, 1, False),
+    (1, 2, 6, 7, 2, 1, 1, 1, True),  # overlapping windows, padding on both sides
+    (2, 3, 12, 12, 3, 2, 0, 1, True),  # SqueezeNet-style ceil_mode
+    (1, 1, 4, 4, 1, 1, 0, 1, False),  # identity
+    (1, 2, 1, 9, (1, 3), (1, 2), (0, 1), 1, True),
+]
+
+
+def _case_id(case):
+    return "x".join(map(str, case[:4])) + f"-k{case[4]}s{case[5]}p{case[6]}d{case[7]}c{int(case[8])}".replace(" ", "")
+
+
+def _kwargs(case):
+    _, _, _, _, kernel, stride, padding, dilation, ceil_mode = case
+    return dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
+                ceil_mode=ceil_mode, return_indices=True)
+
+
+def _input(case, dtype, layout, values="random"):
+    n, c, h, w = case[:4]
+    if values == "ties":  # few distinct values: many ties
+        return make_tensor((n, c, h, w), dtype, layout, low=0, high=2, seed=5).round()
+    return make_tensor((n, c, h, w), dtype, layout, low=-8, high=8, seed=4)
+
+
+def _check(case, dtype, layout, values="random"):
+    x = _input(case, dtype, layout, values)
+    ours, ours_idx = convpool.max_pool2d(x, **_kwargs(case))
+    try:
+        ref, ref_idx = F.max_pool2d(x, **_kwargs(case))
+    except RuntimeError as error:
+        # torch's channels_last int8/uint8 kernel refuses planes larger than the dtype's maximum;
+        # the same values in float64 give the reference.
+        if "numeric_limits<integer_t>" not in str(error):
+            raise
+        ref, ref_idx = F.max_pool2d(x.double(), **_kwargs(case))
+        ref = ref.to(dtype)
+    assert ours.dtype == ref.dtype and ours_idx.dtype == torch.int64
+    assert torch.equal(ours_idx, ref_idx)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+    assert ours.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(
+        memory_format=torch.channels_last)
+    assert ours_idx.stride() == ref_idx.stride()
+    if dtype.is_floating_point and x.numel():
+        x = leaf(x)
+        out_ours = convpool.max_pool2d(x, **_kwargs(case))[0]
+        out_ref = F.max_pool2d(x, **_kwargs(case))[0]
+        (g_ours,), (g_ref,) = grads(out_ours, (x,)), grads(out_ref, (x,))
+        tol = dict(rtol=0, atol=0) if dtype in (torch.float32, torch.float64) else dict(rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(g_ours, g_ref, **tol)
+        assert g_ours.stride() == g_ref.stride()
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_matches_torch(case, dtype, layout):
+    _check(case, dtype, layout)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_ties_first_maximum_wins(case, dtype, layout):
+    _check(case, dtype, layout, values="ties")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_nan_and_inf_rules(layout):
+    """NaN wins (the last NaN of a window), -inf windows report their first element, +inf wins."""
+    x = make_tensor((2, 3, 9, 9), torch.float64, layout, seed=7)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=x.dtype)
+    g = torch.Generator().manual_seed(3)
+    mask = torch.randint(0, 5, x.shape, generator=g)
+    x = torch.where(mask == 0, specials[0], torch.where(mask == 1, specials[1], torch.where(mask == 2, specials[2], x)))
+    x[0, 0] = -float("inf")  # a whole plane of -inf
+    x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, ceil_mode=True),
+                   dict(kernel_size=3, stride=1, dilation=2)):
+        ours, ours_idx = convpool.max_pool2d(x, return_indices=True, **kwargs)
+        ref, ref_idx = F.max_pool2d(x, return_indices=True, **kwargs)
+        assert torch.equal(ours_idx, ref_idx)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+        xg = leaf(x)
+        (g_ours,) = grads(convpool.max_pool2d(xg, **kwargs), (xg,))
+        (g_ref,) = grads(F.max_pool2d(xg, **kwargs), (xg,))
+        torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=0)
+
+
+def test_indices_work_with_max_unpool2d():
+    x = torch.randn(2, 3, 8, 8)
+    values, indices = convpool.max_pool2d(x, 2, return_indices=True)
+    torch.testing.assert_close(F.max_unpool2d(values, indices, 2),
+                               F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2))
+
+
+def test_unbatched_input():
+    x = torch.randn(3, 9, 8)
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, ceil_mode=True)):
+        ours, idx = convpool.max_pool2d(x, return_indices=True, **kwargs)
+        ref, ref_idx = F.max_pool2d(x, return_indices=True, **kwargs)
+        assert torch.equal(ours, ref) and torch.equal(idx, ref_idx)
+
+
+def test_stride_defaults_to_kernel_size():
+    x = torch.randn(1, 2, 9, 9)
+    for stride in (None, []):
+        assert torch.equal(convpool.max_pool2d(x, 3, stride), F.max_pool2d(x, 3, stride))
+
+
+def test_window_wholly_in_padding_is_safe():
+    """PyTorch returns indices 11 and 15 for a 10-element plane here (out of bounds) and its
+    backward writes outside grad_input. convpool returns -inf with index -1 (no input element) and
+    gives such windows no gradient."""
+    x = leaf(torch.randn(1, 1, 1, 10))
+    values, indices = convpool.max_pool2d(x, 3, 6, 1, 2, ceil_mode=True, return_indices=True)
+    assert torch.equal(indices, torch.full((1, 1, 1, 2), -1))
+    assert torch.equal(values, torch.full((1, 1, 1, 2), -float("inf")))
+    (grad,) = torch.autograd.grad(values.sum(), x)
+    assert torch.equal(grad, torch.zeros_like(x))
+
+
+def test_backward_rejects_out_of_range_indices():
+    x = torch.randn(1, 1, 4, 4)
+    grad_output = torch.ones(1, 1, 2, 2)
+    indices = torch.tensor([[[[0, 2], [8, 16]]]])
+    with pytest.raises(RuntimeError, match="outside the input plane"):
+        torch.ops.convpool.max_pool2d_backward(grad_output, x, indices, [2], [2], [0], [1], False)
+
+
+def test_deterministic_overlapping_backward():
+    x = leaf(torch.randn(4, 8, 17, 17))
+    results = [torch.autograd.grad(convpool.max_pool2d(x, 3, 1, 1).sum(), x)[0] for _ in range(2)]
+    assert torch.equal(*results)

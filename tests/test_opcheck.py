@@ -1,0 +1,56 @@
+"""torch.library.opcheck on every torch.ops.convpool op: schema, fake kernel, autograd
+registration and AOT dispatch all consistent with the real kernel."""
+import pytest
+import torch
+
+ops = torch.ops.convpool
+import convpool  # noqa: E402,F401  (registers the ops)
+
+
+def _conv_samples(requires_grad):
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape, cl=False):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.requires_grad_(requires_grad)
+
+    args = ([2, 1], [1, 0], [1, 2], 2)
+    yield ops.conv2d.default, (t(2, 4, 7, 6), t(6, 2, 3, 2), t(6), *args)
+    yield ops.conv2d.default, (t(2, 4, 7, 6, cl=True), t(6, 2, 3, 2), None, *args)
+    yield ops.conv2d.default, (t(4, 7, 6), t(6, 2, 3, 2), t(6), *args)
+    out_shape = (2, 6, 4, 4)
+    yield ops.conv2d_grad_input.default, (t(*out_shape), t(6, 2, 3, 2), [2, 4, 7, 6], *args)
+    yield ops.conv2d_grad_input.default, (t(*out_shape, cl=True), t(6, 2, 3, 2), [2, 4, 7, 6], *args)
+    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(2, 4, 7, 6), [6, 2, 3, 2], *args)
+    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(2, 4, 7, 6, cl=True), [6, 2, 3, 2], *args)
+    yield ops.conv2d_grad_bias.default, (t(*out_shape),)
+
+
+def _pool_samples(requires_grad):
+    x = torch.randperm(2 * 3 * 7 * 6, generator=torch.Generator().manual_seed(0)).double().view(2, 3, 7, 6)
+    pool_args = ([3, 2], [2, 1], [1, 0], [1, 2], True)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last), x[0]):
+        yield ops.max_pool2d.default, (inp.clone().requires_grad_(requires_grad), *pool_args)
+    values, indices = ops.max_pool2d(x, *pool_args)
+    grad = torch.randn(values.shape, dtype=torch.float64).requires_grad_(requires_grad)
+    yield ops.max_pool2d_backward.default, (grad, x, indices, *pool_args)
+    yield ops.max_pool2d.default, (torch.randint(-5, 5, (2, 3, 6, 6)), [2], [], [0], [1], False)
+
+
+SAMPLES = [(op, args, rg) for rg in (False, True) for op, args in
+           list(_conv_samples(rg)) + list(_pool_samples(rg))]
+
+
+@pytest.mark.parametrize("op,args,requires_grad", SAMPLES,
+                         ids=[f"{op.name()}-{i}-grad{rg}" for i, (op, _, rg) in enumerate(SAMPLES)])
+def test_opcheck(op, args, requires_grad):
+    torch.library.opcheck(op, args)
+
+
+def test_every_op_is_checked():
+    checked = {op.name() for op, _, _ in SAMPLES}
+    registered = {f"convpool::{name}" for name in dir(ops) if not name.startswith("_") and
+                  isinstance(getattr(ops, name), torch._ops.OpOverloadPacket)}
+    assert registered and registered <= checked
