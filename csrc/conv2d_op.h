@@ -15,10 +15,10 @@ namespace convpool {
 
 inline void check_conv2d_tensors(const at::Tensor& input, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias) {
-  check_conv2d_dtype(input);
   check_conv2d_tensor(input, "input", input, "Input");
   check_conv2d_tensor(weight, "weight", input, "Input");
   if (bias.has_value()) check_conv2d_tensor(*bias, "bias", input, "Input");
+  check_conv2d_dtype(input);
 }
 
 inline at::Tensor batched(const at::Tensor& t, bool unbatched) {
@@ -58,8 +58,8 @@ template <class Backend>
 at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
                              c10::IntArrayRef input_size, c10::IntArrayRef stride,
                              c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
-  check_conv2d_dtype(grad_output);
   check_conv2d_tensor(weight, "weight", grad_output, "grad_output");
+  check_conv2d_dtype(grad_output);
   const bool unbatched = input_size.size() == 3;
   TORCH_CHECK(grad_output.dim() == static_cast<int64_t>(input_size.size()),
               "conv2d_grad_input: grad_output of size ", grad_output.sizes(),
@@ -86,8 +86,8 @@ template <class Backend>
 at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
                               c10::IntArrayRef weight_size, c10::IntArrayRef stride,
                               c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
-  check_conv2d_dtype(grad_output);
   check_conv2d_tensor(input, "input", grad_output, "grad_output");
+  check_conv2d_dtype(grad_output);
   const bool unbatched = input.dim() == 3;
   TORCH_CHECK(grad_output.dim() == input.dim(), "conv2d_grad_weight: grad_output of size ",
               grad_output.sizes(), " does not match input of size ", input.sizes());

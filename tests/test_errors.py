@@ -1,0 +1,115 @@
+"""Bad arguments raise a clean Python exception that names the problem, before any kernel runs.
+Each row also asserts that PyTorch rejects the same call (so we are not stricter than torch),
+except where marked: there torch crashes, misreports or accepts a dtype we do not support."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convpool
+
+x4 = torch.randn(2, 3, 8, 8)
+w = torch.randn(4, 3, 3, 3)
+
+# (id, call(fn) -> result, exception type, regex, torch also raises)
+CONV_ERRORS = [
+    ("2d-input", lambda f: f(torch.randn(8, 8), w), RuntimeError, r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d, but got input of size: \[8, 8\]", True),
+    ("5d-input", lambda f: f(torch.randn(1, 2, 3, 8, 8), w), RuntimeError, r"input of size: \[1, 2, 3, 8, 8\]", True),
+    ("3d-weight", lambda f: f(x4, torch.randn(4, 3, 3)), RuntimeError, r"3-dimensional weight", True),
+    ("groups-0", lambda f: f(x4, w, groups=0), RuntimeError, "non-positive groups is not supported", True),
+    ("groups-negative", lambda f: f(x4, w, groups=-2), RuntimeError, "non-positive groups is not supported", True),
+    ("groups-not-dividing-out", lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(3, 2, 3, 3), groups=2), RuntimeError, r"expected weight to be divisible by 2 at dimension 0", True),
+    ("weight-smaller-than-groups", lambda f: f(torch.randn(2, 4, 8, 8), torch.randn(2, 1, 3, 3), groups=4), RuntimeError, "expected weight to be at least 4 at dimension 0", True),
+    ("out-channels-0", lambda f: f(x4, torch.randn(0, 3, 3, 3)), RuntimeError, "expected weight to be at least 1 at dimension 0", True),
+    ("channel-mismatch", lambda f: f(torch.randn(2, 5, 8, 8), w), RuntimeError, r"expected input\[2, 5, 8, 8\] to have 3 channels, but got 5 channels instead", True),
+    ("stride-0", lambda f: f(x4, w, stride=0), RuntimeError, "non-positive stride is not supported", True),
+    ("stride-negative", lambda f: f(x4, w, stride=(1, -1)), RuntimeError, "non-positive stride is not supported", True),
+    ("padding-negative", lambda f: f(x4, w, padding=-1), RuntimeError, "negative padding is not supported", True),
+    ("dilation-0", lambda f: f(x4, w, dilation=0), RuntimeError, "non-positive dilation is not supported", True),
+    ("dilation-negative", lambda f: f(x4, w, dilation=-1), RuntimeError, "dilation should be greater than zero", True),
+    ("kernel-too-big", lambda f: f(torch.randn(1, 3, 2, 2), w), RuntimeError, r"Calculated padded input size per channel: \(2 x 2\). Kernel size: \(3 x 3\)", True),
+    ("empty-height", lambda f: f(torch.randn(2, 3, 0, 8), w, padding=1), RuntimeError, "Kernel size can't be greater than actual input size", True),
+    ("bias-length", lambda f: f(x4, w, torch.randn(5)), RuntimeError, r"expected bias to be 1-dimensional with 4 elements, but got bias of size \[5\]", True),
+    ("bias-2d", lambda f: f(x4, w, torch.randn(4, 1)), RuntimeError, r"but got bias of size \[4, 1\]", True),
+    ("bias-dtype", lambda f: f(x4, w, torch.randn(4, dtype=torch.float64)), RuntimeError, r"Input type \(Float\) and bias type \(Double\) should be the same", True),
+    ("weight-dtype", lambda f: f(x4, w.double()), RuntimeError, "should be the same", True),
+    ("same-with-stride", lambda f: f(x4, w, stride=2, padding="same"), RuntimeError, "padding='same' is not supported for strided convolutions", True),
+    ("bad-padding-string", lambda f: f(x4, w, padding="full"), RuntimeError, "Invalid padding string: 'full'", True),
+    ("stride-3-tuple", lambda f: f(x4, w, stride=(1, 1, 1)), RuntimeError, r"expected stride to be a single integer value or a list of 2 values", True),
+    ("padding-3-tuple", lambda f: f(x4, w, padding=(1, 1, 1)), RuntimeError, "expected padding to be a single integer value or a list of 2 values", True),
+    ("dilation-empty", lambda f: f(x4, w, dilation=()), RuntimeError, "expected dilation to be a single integer value or a list of 2 values", True),
+    ("stride-float", lambda f: f(x4, w, stride=1.5), (TypeError, RuntimeError), "", True),
+    ("bool-input", lambda f: f(x4.bool(), w.bool()), NotImplementedError, "not implemented for 'Bool'", True),
+    # torch reports a oneDNN internal error here; we name the problem.
+    ("kernel-size-0", lambda f: f(x4, torch.randn(4, 3, 0, 3)), RuntimeError, "kernel size should be greater than zero", True),
+    ("padding-huge", lambda f: f(x4, w, padding=2**62), RuntimeError, "overflows int64", True),
+    # torch computes integer and complex convolutions; convpool's kernels are floating point.
+    ("integer-input", lambda f: f(x4.long(), w.long()), NotImplementedError, "not implemented for 'Long'", False),
+    ("complex-input", lambda f: f(x4.cfloat(), w.cfloat()), NotImplementedError, "not implemented for 'ComplexFloat'", False),
+]
+
+p4 = torch.randn(2, 3, 8, 8)
+POOL_ERRORS = [
+    ("kernel-0", lambda f: f(p4, 0), RuntimeError, "kernel size should be greater than zero|stride should not be zero", True),
+    ("kernel-negative", lambda f: f(p4, -1), RuntimeError, "kernel size should be greater than zero, but got kH: -1 kW: -1", True),
+    ("stride-0", lambda f: f(p4, 2, 0), RuntimeError, "stride should not be zero", True),
+    ("stride-negative", lambda f: f(p4, 2, -1), RuntimeError, "stride should be greater than zero", True),
+    ("padding-negative", lambda f: f(p4, 2, 2, -1), RuntimeError, "pad must be non-negative, but got pad: -1", True),
+    ("padding-over-half", lambda f: f(p4, 2, 2, 2), RuntimeError, "pad should be at most half of effective kernel size, but got pad=2, kernel_size=2 and dilation=1", True),
+    ("padding-over-half-kernel-dilated", lambda f: f(p4, 3, 2, 2, 2), RuntimeError, "pad should be smaller than or equal to half of kernel size", True),
+    ("dilation-0", lambda f: f(p4, 2, 2, 0, 0), RuntimeError, "dilation should be greater than zero, but got dilationH: 0 dilationW: 0", True),
+    ("2d-input", lambda f: f(torch.randn(8, 8), 2), RuntimeError, r"non-empty 3D or 4D \(batch mode\) tensor expected for input", True),
+    ("5d-input", lambda f: f(torch.randn(1, 1, 1, 8, 8), 2), RuntimeError, r"non-empty 3D or 4D", True),
+    ("zero-channels", lambda f: f(torch.randn(2, 0, 8, 8), 2), RuntimeError, r"optional 0 dim batch size for input, but got:\[2, 0, 8, 8\]", True),
+    ("zero-height", lambda f: f(torch.randn(2, 1, 0, 8), 2), RuntimeError, r"but got:\[2, 1, 0, 8\]", True),
+    ("unbatched-zero-channels", lambda f: f(torch.randn(0, 8, 8), 2), RuntimeError, r"but got:\[0, 8, 8\]", True),
+    ("output-too-small", lambda f: f(torch.randn(1, 1, 2, 2), 3), RuntimeError, r"Given input size: \(1x2x2\). Calculated output size: \(1x0x0\). Output size is too small", True),
+    ("kernel-3-tuple", lambda f: f(p4, (2, 2, 2)), RuntimeError, "kernel_size must either be a single int, or a tuple of two ints", True),
+    ("stride-3-tuple", lambda f: f(p4, 2, (2, 2, 2)), RuntimeError, "stride must either be omitted, a single int, or a tuple of two ints", True),
+    ("padding-3-tuple", lambda f: f(p4, 2, 2, (0, 0, 0)), RuntimeError, "padding must either be a single int, or a tuple of two ints", True),
+    ("dilation-3-tuple", lambda f: f(p4, 2, 2, 0, (1, 1, 1)), RuntimeError, "dilation must be either a single int, or a tuple of two ints", True),
+    ("bool-input", lambda f: f(p4.bool(), 2), NotImplementedError, "\"max_pool2d\" not implemented for 'Bool'", True),
+    ("complex-input", lambda f: f(p4.cfloat(), 2), NotImplementedError, "not implemented for 'ComplexFloat'", True),
+    ("kernel-huge", lambda f: f(p4, 2**40), RuntimeError, "", True),
+    ("dilation-overflow", lambda f: f(p4, 3, 1, 0, 2**62), RuntimeError, "overflows int64", True),
+]
+
+
+def _ids(rows):
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("row", CONV_ERRORS, ids=_ids(CONV_ERRORS))
+def test_conv2d_errors(row):
+    _, call, error, regex, torch_raises = row
+    with pytest.raises(error, match=regex):
+        call(convpool.conv2d)
+    if torch_raises:
+        with pytest.raises(Exception):
+            call(F.conv2d)
+
+
+@pytest.mark.parametrize("row", POOL_ERRORS, ids=_ids(POOL_ERRORS))
+def test_max_pool2d_errors(row):
+    _, call, error, regex, torch_raises = row
+    with pytest.raises(error, match=regex):
+        call(convpool.max_pool2d)
+    if torch_raises:
+        with pytest.raises(Exception):
+            call(F.max_pool2d)
+
+
+def test_backward_ops_validate_shapes():
+    x = torch.randn(1, 1, 4, 4)
+    values, indices = convpool.max_pool2d(x, 2, return_indices=True)
+    pool = ([2], [2], [0], [1], False)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        torch.ops.convpool.max_pool2d_backward(torch.ones(1, 1, 3, 3), x, indices, *pool)
+    with pytest.raises(RuntimeError, match="expected indices of size"):
+        torch.ops.convpool.max_pool2d_backward(values, x, indices[..., :1], *pool)
+    with pytest.raises(RuntimeError, match="expected indices of dtype Long"):
+        torch.ops.convpool.max_pool2d_backward(values, x, indices.int(), *pool)
+    conv = ([1], [0], [1], 1)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        torch.ops.convpool.conv2d_grad_input(torch.ones(1, 4, 5, 5), w, [1, 3, 8, 8], *conv)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        torch.ops.convpool.conv2d_grad_weight(torch.ones(1, 4, 5, 5), torch.randn(1, 3, 8, 8), [4, 3, 3, 3], *conv)
