@@ -11,10 +11,14 @@
 #include <torch/library.h>
 
 #include <limits>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <type_traits>
 #include <vector>
 
 #include "../max_pool2d_op.h"
+#include "isa.h"
 
 namespace convpool::cpu {
 namespace {
@@ -44,68 +48,209 @@ inline bool replaces_max(scalar_t value, scalar_t current) {
   if constexpr (std::is_integral_v<scalar_t>) {
     return value > current;
   } else {
-    return value > current || at::_isnan(value);
+    return value > current || value != value;  // NaN wins
+  }
+}
+
+// For j in [begin, end): element v = src[j * src_step]; if it replaces best[j] (greater, or NaN),
+// best[j] = v and best_index[j] = index0 + j * index_step. Written without branches: the
+// comparisons are data-dependent and would mispredict half the time.
+struct UpdateMaxGeneric {
+  template <typename scalar_t, typename index_t>
+  void operator()(const scalar_t* __restrict src, int64_t src_step, int64_t begin, int64_t end,
+                  int64_t index_step, int64_t index0, scalar_t* __restrict best,
+                  index_t* __restrict best_index) const {
+    for (int64_t j = begin; j < end; ++j) {
+      const scalar_t v = src[j * src_step];
+      const bool take = replaces_max(v, best[j]);
+      best[j] = take ? v : best[j];
+      best_index[j] = take ? static_cast<index_t>(index0 + j * index_step) : best_index[j];
+    }
+  }
+};
+
+#if defined(__x86_64__)
+// The same update for float with 8 lanes of AVX2; indices in int32 lanes (the caller ensures a
+// plane has fewer than 2^31 elements).
+struct UpdateMaxFloatAvx2 {
+  __attribute__((target("avx2"))) void operator()(const float* __restrict src, int64_t src_step,
+                                                  int64_t begin, int64_t end, int64_t index_step,
+                                                  int64_t index0, float* __restrict best,
+                                                  int32_t* __restrict best_index) const {
+    int64_t j = begin;
+    const bool contiguous = src_step == 1;
+    const bool gatherable = src_step > 0 && src_step < (int64_t(1) << 27);
+    if (contiguous || gatherable) {
+      const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      const __m256i lane_index = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(index_step)));
+      const __m256i lane_offset = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(src_step)));
+      for (; j + 8 <= end; j += 8) {
+        const __m256 v = contiguous ? _mm256_loadu_ps(src + j)
+                                    : _mm256_i32gather_ps(src + j * src_step, lane_offset, 4);
+        const __m256 b = _mm256_loadu_ps(best + j);
+        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        _mm256_storeu_ps(best + j, _mm256_blendv_ps(b, v, take));
+        const __m256i here = _mm256_add_epi32(
+            _mm256_set1_epi32(static_cast<int32_t>(index0 + j * index_step)), lane_index);
+        const __m256 old_index = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(best_index + j)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_index + j),
+                            _mm256_castps_si256(_mm256_blendv_ps(old_index, _mm256_castsi256_ps(here), take)));
+      }
+    }
+    UpdateMaxGeneric{}(src, src_step, j, end, index_step, index0, best, best_index);
+  }
+};
+#endif
+
+// Output columns [begin, end) whose tap `kw` lands inside the input row.
+inline TapRange columns_hitting(const Pool2dParams& p, int64_t kw) {
+  const int64_t offset = kw * p.dilation_w - p.pad_w;  // iw = ow * stride_w + offset
+  const int64_t begin = offset >= 0 ? 0 : (-offset + p.stride_w - 1) / p.stride_w;
+  const int64_t last = p.in_width - 1 - offset;
+  const int64_t end = last < 0 ? 0 : std::min(p.out_width, last / p.stride_w + 1);
+  return {begin, std::max(begin, end)};
+}
+
+// Index of a window's first in-bounds element, or kNoInputIndex.
+inline int64_t first_index(const Pool2dParams& p, int64_t oh, int64_t ow) {
+  const int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+  const TapRange th = valid_taps(h0, p.kernel_h, p.dilation_h, p.in_height);
+  const TapRange tw = valid_taps(w0, p.kernel_w, p.dilation_w, p.in_width);
+  if (th.begin == th.end || tw.begin == tw.end) return kNoInputIndex;
+  return (h0 + th.begin * p.dilation_h) * p.in_width + (w0 + tw.begin * p.dilation_w);
+}
+
+// One output row of one plane at a time, taps outermost and output columns innermost, so the
+// inner loop streams along the input row. Every output still sees its taps in row-major order,
+// which is what makes the tie and NaN rules identical to a per-window loop.
+template <typename scalar_t, typename index_t, typename Update>
+void forward_rows(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
+                  at::Tensor& indices, Update update) {
+  const Strides4 is = strides4(input), vs = strides4(values), xs = strides4(indices);
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = values.mutable_data_ptr<scalar_t>();
+  int64_t* idx = indices.mutable_data_ptr<int64_t>();
+  const int64_t wo = p.out_width;
+  const int64_t rows = p.batch * p.channels * p.out_height;
+  const int64_t work_per_row = std::max<int64_t>(1, wo * p.kernel_h * p.kernel_w);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / work_per_row), [&](int64_t r0, int64_t r1) {
+    std::vector<scalar_t> best(wo);
+    std::vector<index_t> best_index(wo);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t oh = r % p.out_height;
+      const int64_t c = (r / p.out_height) % p.channels;
+      const int64_t n = r / (p.out_height * p.channels);
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        best[ow] = lowest<scalar_t>();
+        best_index[ow] = static_cast<index_t>(first_index(p, oh, ow));
+      }
+      const int64_t h0 = oh * p.stride_h - p.pad_h;
+      const TapRange th = valid_taps(h0, p.kernel_h, p.dilation_h, p.in_height);
+      for (int64_t kh = th.begin; kh < th.end; ++kh) {
+        const int64_t ih = h0 + kh * p.dilation_h;
+        const scalar_t* row = in + n * is.n + c * is.c + ih * is.h;
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const TapRange cols = columns_hitting(p, kw);
+          const int64_t offset = kw * p.dilation_w - p.pad_w;
+          const int64_t row_index = ih * p.in_width + offset;
+          update(row + offset * is.w, p.stride_w * is.w, cols.begin, cols.end, p.stride_w,
+                     row_index, best.data(), best_index.data());
+        }
+      }
+      scalar_t* out_row = out + n * vs.n + c * vs.c + oh * vs.h;
+      int64_t* idx_row = idx + n * xs.n + c * xs.c + oh * xs.h;
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        out_row[ow * vs.w] = best[ow];
+        idx_row[ow * xs.w] = best_index[ow];
+      }
+    }
+  });
+}
+
+// channels_last: one output pixel at a time with all its channels, channels innermost
+// (unit stride in input and outputs).
+template <typename scalar_t, typename index_t, typename Update>
+void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
+                           at::Tensor& indices, Update update) {
+  const Strides4 is = strides4(input), vs = strides4(values), xs = strides4(indices);
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = values.mutable_data_ptr<scalar_t>();
+  int64_t* idx = indices.mutable_data_ptr<int64_t>();
+  const int64_t channels = p.channels;
+  const int64_t pixels = p.batch * p.out_height * p.out_width;
+  const int64_t work_per_pixel = std::max<int64_t>(1, channels * p.kernel_h * p.kernel_w);
+  at::parallel_for(0, pixels, std::max<int64_t>(1, 32768 / work_per_pixel), [&](int64_t q0, int64_t q1) {
+    std::vector<scalar_t> best(channels);
+    std::vector<index_t> best_index(channels);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t ow = q % p.out_width;
+      const int64_t oh = (q / p.out_width) % p.out_height;
+      const int64_t n = q / (p.out_width * p.out_height);
+      const int64_t first = first_index(p, oh, ow);
+      for (int64_t c = 0; c < channels; ++c) {
+        best[c] = lowest<scalar_t>();
+        best_index[c] = static_cast<index_t>(first);
+      }
+      const int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+      const TapRange th = valid_taps(h0, p.kernel_h, p.dilation_h, p.in_height);
+      const TapRange tw = valid_taps(w0, p.kernel_w, p.dilation_w, p.in_width);
+      for (int64_t kh = th.begin; kh < th.end; ++kh) {
+        const int64_t ih = h0 + kh * p.dilation_h;
+        for (int64_t kw = tw.begin; kw < tw.end; ++kw) {
+          const int64_t iw = w0 + kw * p.dilation_w;
+          const scalar_t* src = in + n * is.n + ih * is.h + iw * is.w;
+          // Channels are the unit-stride "columns" here, all at the same input position.
+          update(src, 1, 0, channels, 0, ih * p.in_width + iw, best.data(), best_index.data());
+        }
+      }
+      scalar_t* out_pixel = out + n * vs.n + oh * vs.h + ow * vs.w;
+      int64_t* idx_pixel = idx + n * xs.n + oh * xs.h + ow * xs.w;
+      for (int64_t c = 0; c < channels; ++c) {
+        out_pixel[c * vs.c] = best[c];
+        idx_pixel[c * xs.c] = best_index[c];
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename index_t, typename Update>
+void forward_with(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
+                  at::Tensor& indices, Update update) {
+  const bool channels_innermost = p.channels > 1 && input.stride(1) == 1 &&
+                                  values.stride(1) == 1 && indices.stride(1) == 1;
+  if (channels_innermost) {
+    forward_channels_last<scalar_t, index_t>(p, input, values, indices, update);
+  } else {
+    forward_rows<scalar_t, index_t>(p, input, values, indices, update);
   }
 }
 
 template <typename scalar_t>
 void forward_impl(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                   at::Tensor& indices) {
-  const Strides4 is = strides4(input), vs = strides4(values), xs = strides4(indices);
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out = values.mutable_data_ptr<scalar_t>();
-  int64_t* idx = indices.mutable_data_ptr<int64_t>();
-  const int64_t pixels = p.out_height * p.out_width;
-  const int64_t window = p.kernel_h * p.kernel_w;
-  at::parallel_for(0, p.batch * p.channels * pixels, std::max<int64_t>(1, 8192 / window),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      // Channel fastest when the input is channels_last, width fastest otherwise.
-      int64_t n, c, oh, ow;
-      if (is.c == 1 && p.channels > 1) {
-        c = i % p.channels;
-        const int64_t pix = (i / p.channels) % pixels;
-        n = i / (p.channels * pixels);
-        oh = pix / p.out_width;
-        ow = pix % p.out_width;
-      } else {
-        ow = i % p.out_width;
-        oh = (i / p.out_width) % p.out_height;
-        c = (i / pixels) % p.channels;
-        n = i / (pixels * p.channels);
-      }
-      const int64_t h0 = oh * p.stride_h - p.pad_h;
-      const int64_t w0 = ow * p.stride_w - p.pad_w;
-      const TapRange th = valid_taps(h0, p.kernel_h, p.dilation_h, p.in_height);
-      const TapRange tw = valid_taps(w0, p.kernel_w, p.dilation_w, p.in_width);
-      const scalar_t* plane = in + n * is.n + c * is.c;
-      scalar_t best = lowest<scalar_t>();
-      int64_t best_index = kNoInputIndex;
-      if (th.begin < th.end && tw.begin < tw.end) {
-        best_index = (h0 + th.begin * p.dilation_h) * p.in_width + (w0 + tw.begin * p.dilation_w);
-      }
-      for (int64_t kh = th.begin; kh < th.end; ++kh) {
-        const int64_t ih = h0 + kh * p.dilation_h;
-        for (int64_t kw = tw.begin; kw < tw.end; ++kw) {
-          const int64_t iw = w0 + kw * p.dilation_w;
-          const scalar_t v = plane[ih * is.h + iw * is.w];
-          if (replaces_max(v, best)) {
-            best = v;
-            best_index = ih * p.in_width + iw;
-          }
-        }
-      }
-      out[n * vs.n + c * vs.c + oh * vs.h + ow * vs.w] = best;
-      idx[n * xs.n + c * xs.c + oh * xs.h + ow * xs.w] = best_index;
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (use_avx2() && p.in_height * p.in_width <= std::numeric_limits<int32_t>::max()) {
+      forward_with<float, int32_t>(p, input, values, indices, UpdateMaxFloatAvx2{});
+      return;
     }
-  });
+  }
+#endif
+  forward_with<scalar_t, int64_t>(p, input, values, indices, UpdateMaxGeneric{});
+}
+
+inline void check_index(const Pool2dParams& p, int64_t index, int64_t n, int64_t c, int64_t oh,
+                        int64_t ow) {
+  TORCH_CHECK(index >= 0 && index < p.in_height * p.in_width, "max_pool2d_backward: index ", index,
+              " at output position (", n, ", ", c, ", ", oh, ", ", ow,
+              ") is outside the input plane of ", p.in_height, "x", p.in_width, " elements");
 }
 
 // Scatter by indices, one (n, c) plane per task: tasks never share an element and the sum order
 // is fixed, so the result is deterministic. Reduced-precision gradients accumulate in float.
 template <typename scalar_t>
-void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
-                   at::Tensor& grad_input) {
+void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
+                     const at::Tensor& indices, at::Tensor& grad_input) {
   using acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   const Strides4 gs = strides4(grad_output), xs = strides4(indices), is = strides4(grad_input);
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
@@ -121,10 +266,7 @@ void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const a
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t index = idx[n * xs.n + c * xs.c + oh * xs.h + ow * xs.w];
           if (index == kNoInputIndex) continue;
-          TORCH_CHECK(index >= 0 && index < plane_size,
-                      "max_pool2d_backward: index ", index, " at output position (", n, ", ", c,
-                      ", ", oh, ", ", ow, ") is outside the input plane of ", p.in_height, "x",
-                      p.in_width, " elements");
+          check_index(p, index, n, c, oh, ow);
           sums[index] += static_cast<acc>(go[n * gs.n + c * gs.c + oh * gs.h + ow * gs.w]);
         }
       }
@@ -134,6 +276,57 @@ void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const a
           plane[ih * is.h + iw * is.w] = static_cast<scalar_t>(sums[ih * p.in_width + iw]);
     }
   });
+}
+
+// channels_last: a task owns one image and a block of channels and walks the output pixels in
+// order, so the channel loop is unit-stride, no two tasks share an element and the sum order is
+// fixed (deterministic). Reduced-precision gradients accumulate in a float copy of the block.
+template <typename scalar_t>
+void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output,
+                            const at::Tensor& indices, at::Tensor& grad_input) {
+  using acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  constexpr int64_t kBlock = 64;
+  const Strides4 gs = strides4(grad_output), xs = strides4(indices), is = strides4(grad_input);
+  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+  const int64_t* idx = indices.const_data_ptr<int64_t>();
+  scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t blocks = (p.channels + kBlock - 1) / kBlock;
+  const int64_t plane_size = p.in_height * p.in_width;
+  at::parallel_for(0, p.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sums;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / blocks;
+      const int64_t c0 = (t % blocks) * kBlock;
+      const int64_t width = std::min(kBlock, p.channels - c0);
+      sums.assign(plane_size * width, acc(0));
+      for (int64_t oh = 0; oh < p.out_height; ++oh) {
+        for (int64_t ow = 0; ow < p.out_width; ++ow) {
+          const int64_t* pixel_idx = idx + n * xs.n + c0 * xs.c + oh * xs.h + ow * xs.w;
+          const scalar_t* pixel_go = go + n * gs.n + c0 * gs.c + oh * gs.h + ow * gs.w;
+          for (int64_t c = 0; c < width; ++c) {
+            const int64_t index = pixel_idx[c * xs.c];
+            if (index == kNoInputIndex) continue;
+            check_index(p, index, n, c0 + c, oh, ow);
+            sums[index * width + c] += static_cast<acc>(pixel_go[c * gs.c]);
+          }
+        }
+      }
+      for (int64_t e = 0; e < plane_size; ++e) {
+        scalar_t* dst = gi + n * is.n + c0 * is.c + (e / p.in_width) * is.h + (e % p.in_width) * is.w;
+        for (int64_t c = 0; c < width; ++c) dst[c * is.c] = static_cast<scalar_t>(sums[e * width + c]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
+                   at::Tensor& grad_input) {
+  if (p.channels > 1 && grad_input.stride(1) == 1) {
+    backward_channels_last<scalar_t>(p, grad_output, indices, grad_input);
+  } else {
+    backward_planes<scalar_t>(p, grad_output, indices, grad_input);
+  }
 }
 
 }  // namespace
