@@ -21,6 +21,13 @@ CASES = [
     (2, 3, 12, 12, 3, 2, 0, 1, True),  # SqueezeNet-style ceil_mode
     (1, 1, 4, 4, 1, 1, 0, 1, False),  # identity
     (1, 2, 1, 9, (1, 3), (1, 2), (0, 1), 1, True),
+    # Wide rows and many channels: the vectorized paths (8 lanes + tails, stride 1, stride 2
+    # deinterleave, gathered strides) with edge columns on both sides.
+    (1, 3, 5, 67, 3, 2, 1, 1, True),
+    (1, 19, 4, 53, 2, 2, 0, 1, False),
+    (1, 2, 4, 41, 3, 1, 1, 1, False),
+    (1, 17, 5, 50, (2, 3), 3, 1, (1, 2), True),
+    (2, 9, 3, 34, (1, 4), (1, 2), (0, 2), (1, 3), True),
 ]
 
 

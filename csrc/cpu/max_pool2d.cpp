@@ -85,8 +85,18 @@ struct UpdateMaxFloatAvx2 {
       const __m256i lane_index = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(index_step)));
       const __m256i lane_offset = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(src_step)));
       for (; j + 8 <= end; j += 8) {
-        const __m256 v = contiguous ? _mm256_loadu_ps(src + j)
-                                    : _mm256_i32gather_ps(src + j * src_step, lane_offset, 4);
+        __m256 v;
+        if (contiguous) {
+          v = _mm256_loadu_ps(src + j);
+        } else if (src_step == 2 && j + 9 <= end) {
+          // Stride 2 (the common pooling stride): two loads and a deinterleave beat a gather.
+          // j + 9 <= end keeps the second load inside the row.
+          const __m256 lo = _mm256_loadu_ps(src + 2 * j), hi = _mm256_loadu_ps(src + 2 * j + 8);
+          v = _mm256_castpd_ps(_mm256_permute4x64_pd(
+              _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+        } else {
+          v = _mm256_i32gather_ps(src + j * src_step, lane_offset, 4);
+        }
         const __m256 b = _mm256_loadu_ps(best + j);
         const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         _mm256_storeu_ps(best + j, _mm256_blendv_ps(b, v, take));
