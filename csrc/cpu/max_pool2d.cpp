@@ -267,11 +267,14 @@ void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
   const int64_t* idx = indices.const_data_ptr<int64_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t plane_size = p.in_height * p.in_width;
+  // float/double planes stored row-major accumulate in place (grad_input arrives zeroed).
+  const bool in_place = std::is_same_v<scalar_t, acc> && is.w == 1 && is.h == p.in_width;
   at::parallel_for(0, p.batch * p.channels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc> sums(plane_size);
+    std::vector<acc> buffer(in_place ? 0 : plane_size);
     for (int64_t q = begin; q < end; ++q) {
       const int64_t n = q / p.channels, c = q % p.channels;
-      std::fill(sums.begin(), sums.end(), acc(0));
+      acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c * is.c) : buffer.data();
+      if (!in_place) std::fill(buffer.begin(), buffer.end(), acc(0));
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t index = idx[n * xs.n + c * xs.c + oh * xs.h + ow * xs.w];
@@ -280,6 +283,7 @@ void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
           sums[index] += static_cast<acc>(go[n * gs.n + c * gs.c + oh * gs.h + ow * gs.w]);
         }
       }
+      if (in_place) continue;
       scalar_t* plane = gi + n * is.n + c * is.c;
       for (int64_t ih = 0; ih < p.in_height; ++ih)
         for (int64_t iw = 0; iw < p.in_width; ++iw)
@@ -302,13 +306,18 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t blocks = (p.channels + kBlock - 1) / kBlock;
   const int64_t plane_size = p.in_height * p.in_width;
+  // float/double in a dense channels_last image accumulate in place (grad_input arrives zeroed):
+  // element (index, c) of the block is then at index * is.w + c.
+  const bool in_place = std::is_same_v<scalar_t, acc> && is.c == 1 && is.h == p.in_width * is.w;
   at::parallel_for(0, p.batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc> sums;
+    std::vector<acc> buffer;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / blocks;
       const int64_t c0 = (t % blocks) * kBlock;
       const int64_t width = std::min(kBlock, p.channels - c0);
-      sums.assign(plane_size * width, acc(0));
+      const int64_t pitch = in_place ? is.w : width;
+      if (!in_place) buffer.assign(plane_size * width, acc(0));
+      acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c0) : buffer.data();
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t* pixel_idx = idx + n * xs.n + c0 * xs.c + oh * xs.h + ow * xs.w;
@@ -317,10 +326,11 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
             const int64_t index = pixel_idx[c * xs.c];
             if (index == kNoInputIndex) continue;
             check_index(p, index, n, c0 + c, oh, ow);
-            sums[index * width + c] += static_cast<acc>(pixel_go[c * gs.c]);
+            sums[index * pitch + c] += static_cast<acc>(pixel_go[c * gs.c]);
           }
         }
       }
+      if (in_place) continue;
       for (int64_t e = 0; e < plane_size; ++e) {
         scalar_t* dst = gi + n * is.n + c0 * is.c + (e / p.in_width) * is.h + (e % p.in_width) * is.w;
         for (int64_t c = 0; c < width; ++c) dst[c * is.c] = static_cast<scalar_t>(sums[e * width + c]);
