@@ -48,7 +48,7 @@ inline unsigned grid_dim(int64_t blocks, int64_t limit) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > limit ? limit : blocks));
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Allows `kernel` up to `bytes` of dynamic shared memory (needed above 48 KB).
 template <typename... KernelArgs>

@@ -2,13 +2,15 @@
 // (emu/kernels.cpp), behind the functions the CPU registrations route to (emu/routing.h), and
 // the private op that flips the routing switch, used by convpool.testing.cuda_emulation():
 //   convpool::_set_cuda_emulation(bool enabled, int order, int seed)
-// order: 0 forward, 1 reverse, 2 seeded shuffle (cuda_emu.h).
+// order: 0 forward, 1 reverse, 2 seeded shuffle (cuda_emu.h); and the emulator's self-tests:
+//   convpool::_cuda_emulator_self_test(str name) -> int[]
 #include <torch/library.h>
 
 #include <atomic>
+#include <string>
+#include <vector>
 
 #include "../emu/routing.h"
-#include "cuda_emu.h"
 
 namespace convpool::emu {
 
@@ -22,6 +24,12 @@ struct DeviceGuard {
 
 #define CONVPOOL_KERNEL_NS emu
 #include "../cuda/backend.h"
+// After every torch header: it defines __host__, __device__, threadIdx and friends.
+#include "cuda_emu.h"
+
+namespace convpool::emu {
+std::vector<int64_t> self_test(const std::string& name);  // self_test.cpp
+}
 
 namespace convpool::emulated {
 namespace {
@@ -33,6 +41,8 @@ void set_cuda_emulation(bool on, int64_t order, int64_t seed) {
   emu::set_order(static_cast<emu::Order>(order), static_cast<uint64_t>(seed));
   enabled = on;
 }
+
+std::vector<int64_t> cuda_emulator_self_test(std::string name) { return emu::self_test(name); }
 }  // namespace
 
 bool active() { return enabled.load(std::memory_order_relaxed); }
@@ -66,4 +76,6 @@ void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output,
 TORCH_LIBRARY_FRAGMENT(convpool, m) {
   m.def("_set_cuda_emulation(bool enabled, int order, int seed) -> ()",
         &convpool::emulated::set_cuda_emulation);
+  // Small kernels that test the emulator itself (emu/self_test.cpp).
+  m.def("_cuda_emulator_self_test(str name) -> int[]", &convpool::emulated::cuda_emulator_self_test);
 }

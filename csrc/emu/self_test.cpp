@@ -1,0 +1,98 @@
+// Self-tests of the CUDA emulator, run from tests/test_cuda_emulated.py through the private op
+// convpool::_cuda_emulator_self_test(str name) -> int[] (registered in emu/backend.cpp).
+// Small kernels that exercise one feature each; a breach of a limit throws.
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#define CONVPOOL_EMULATE 1
+#define CONVPOOL_KERNEL_NS emu
+#include "../cuda/launch.cuh"
+
+namespace convpool::emu {
+namespace {
+
+// out[t] = in[n - 1 - t] through shared memory: wrong without the barrier, in every order.
+__global__ void reverse_kernel(const int64_t* in, int64_t* out, bool barrier) {
+  CONVPOOL_DYNAMIC_SHARED(int64_t, tile);
+  const int t = threadIdx.x, n = blockDim.x;
+  tile[t] = in[blockIdx.x * n + t];
+  if (barrier) __syncthreads();
+  out[blockIdx.x * n + t] = tile[n - 1 - t];
+}
+
+__global__ void empty_kernel() {}
+
+// Per warp: butterfly sum with __shfl_xor_sync, a ballot, a __shfl_down_sync and __shfl_sync.
+__global__ void warp_kernel(int64_t* out) {
+  const unsigned lane = threadIdx.x % 32;
+  int sum = static_cast<int>(threadIdx.x);
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  const unsigned ballot = __ballot_sync(0xffffffffu, lane % 3 == 0);
+  const int down = __shfl_down_sync(0xffffffffu, static_cast<int>(lane) * 10, 1);
+  const double from0 = __shfl_sync(0xffffffffu, 0.5 + threadIdx.x, 0);
+  out[threadIdx.x * 4 + 0] = sum;
+  out[threadIdx.x * 4 + 1] = ballot;
+  out[threadIdx.x * 4 + 2] = down;
+  out[threadIdx.x * 4 + 3] = static_cast<int64_t>(from0 * 2);
+}
+
+// Lane 0 skips the shuffle that names it in its mask: a deadlock on hardware.
+__global__ void warp_divergent_kernel(int64_t* out) {
+  if (threadIdx.x % 32 != 0) out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
+}
+
+__global__ void atomic_kernel(int64_t* counter) { atomicAdd(counter, int64_t(threadIdx.x)); }
+
+}  // namespace
+
+std::vector<int64_t> self_test(const std::string& name) {
+  if (name == "reverse" || name == "reverse_no_barrier") {
+    const int threads = 128, blocks = 3;
+    std::vector<int64_t> in(threads * blocks), out(threads * blocks);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int64_t>(i);
+    launch(reverse_kernel, dim3(blocks), dim3(threads), threads * sizeof(int64_t), nullptr,
+           in.data(), out.data(), name == "reverse");
+    return out;
+  }
+  if (name == "warp") {
+    std::vector<int64_t> out(64 * 4);
+    launch(warp_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
+    return out;
+  }
+  if (name == "warp_divergent") {
+    std::vector<int64_t> out(32);
+    launch(warp_divergent_kernel, dim3(1), dim3(32), 0, nullptr, out.data());
+    return out;
+  }
+  if (name == "atomic") {
+    int64_t counter = 0;
+    launch(atomic_kernel, dim3(4), dim3(256), 0, nullptr, &counter);
+    return {counter};
+  }
+  if (name == "too_many_threads") {
+    launch(empty_kernel, dim3(1), dim3(1025), 0, nullptr);
+  } else if (name == "block_z_too_large") {
+    launch(empty_kernel, dim3(1), dim3(1, 1, 65), 0, nullptr);
+  } else if (name == "grid_y_too_large") {
+    launch(empty_kernel, dim3(1, 65536), dim3(32), 0, nullptr);
+  } else if (name == "grid_z_too_large") {
+    launch(empty_kernel, dim3(1, 1, 65536), dim3(32), 0, nullptr);
+  } else if (name == "grid_y_max") {
+    launch(empty_kernel, dim3(1, 65535), dim3(1), 0, nullptr);
+  } else if (name == "shared_over_default") {
+    launch(reverse_kernel, dim3(1), dim3(1), 48 * 1024 + 1, nullptr, nullptr, nullptr, false);
+  } else if (name == "shared_opt_in") {
+    // Raised to 100 KB: a 100 KB launch passes, one more byte does not.
+    set_max_dynamic_shared_memory(empty_kernel, 100 * 1024);
+    launch(empty_kernel, dim3(1), dim3(32), 100 * 1024, nullptr);
+    launch(empty_kernel, dim3(1), dim3(32), 100 * 1024 + 1, nullptr);
+  } else if (name == "shared_opt_in_over_max") {
+    set_max_dynamic_shared_memory(empty_kernel, 227 * 1024 + 1);
+  } else {
+    throw std::invalid_argument("unknown emulator self-test '" + name + "'");
+  }
+  return {};
+}
+
+}  // namespace convpool::emu
