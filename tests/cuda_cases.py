@@ -9,12 +9,21 @@ import convpool
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = ["nchw", "channels_last"]
+# Conv precisions: dtype and torch.backends.cudnn.allow_tf32 (float32 on TF32 tensor cores).
+PRECISIONS = {
+    "float64": (torch.float64, False),
+    "float32": (torch.float32, False),
+    "tf32": (torch.float32, True),
+    "float16": (torch.float16, False),
+    "bfloat16": (torch.bfloat16, False),
+}
 
 # (atol, rtol) of a result against the float64 reference, per dtype, relative to the scale of the
 # inputs (values of order 1, reductions of up to ~100 terms).
 TOLERANCES = {
     torch.float64: (1e-10, 1e-10),
     torch.float32: (2e-4, 2e-4),
+    "tf32": (3e-2, 1e-2),  # inputs rounded to 10 mantissa bits
     torch.float16: (3e-2, 1e-2),
     torch.bfloat16: (2.5e-1, 5e-2),
 }
@@ -77,12 +86,14 @@ def conv_results(x, w, b, args, fn):
     return [y] + list(grads)
 
 
-def check_conv(case, dtype, layout, device="cpu"):
+def check_conv(case, precision, layout, device="cpu"):
+    dtype, tf32 = PRECISIONS[precision]
     x, w, b, args = make_conv(case, dtype, layout, device)
-    got = conv_results(x, w, b, args, convpool.conv2d)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=tf32):
+        got = conv_results(x, w, b, args, convpool.conv2d)
     ref = conv_results(x.cpu().double(), w.cpu().double(), b.cpu().double() if b is not None else None,
                        args, F.conv2d)
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = TOLERANCES["tf32" if tf32 else dtype]
     names = ["output", "grad_input", "grad_weight", "grad_bias"]
     for name, r, e in zip(names, got, ref):
         assert r.dtype == dtype, name

@@ -27,10 +27,10 @@ def emulated(request):
 
 
 @pytest.mark.parametrize("layout", cc.LAYOUTS)
-@pytest.mark.parametrize("dtype", cc.DTYPES, ids=str)
+@pytest.mark.parametrize("precision", list(cc.PRECISIONS))
 @pytest.mark.parametrize("case", list(cc.CONV_CASES))
-def test_conv2d(emulated, case, dtype, layout):
-    cc.check_conv(case, dtype, layout)
+def test_conv2d(emulated, case, precision, layout):
+    cc.check_conv(case, precision, layout)
 
 
 @pytest.mark.parametrize("layout", cc.LAYOUTS)
@@ -82,7 +82,7 @@ def _backward_bits(order, seed, dtype):
     return conv + [gp]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)  # float32: TF32 on
 def test_backward_is_bitwise_deterministic(dtype):
     first = _backward_bits("forward", 0, dtype)
     for order, seed in [("forward", 0), ("reverse", 0), ("shuffle", 5)]:
@@ -143,7 +143,9 @@ def test_opinfo_samples(op_name, fn, ref, dtype):
             _run_sample(fn, sample)  # the CPU path must take it too
         except Exception:
             continue
-        with cuda_emulation(order="shuffle", seed=checked):
+        # Full fp32 (no TF32), as torch on CPU.
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False), \
+                cuda_emulation(order="shuffle", seed=checked):
             got = _run_sample(fn, sample)
         for g, e in zip(got[0] + got[1], expected[0] + expected[1]):
             if e is None:

@@ -6,6 +6,7 @@
 //   struct DeviceGuard { explicit DeviceGuard(const at::Tensor&); };
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -29,6 +30,9 @@ T* mptr(at::Tensor& t) {
   return t.mutable_data_ptr<T>();
 }
 
+// torch.backends.cudnn.allow_tf32 (on by default): float32 convolutions may use TF32.
+inline bool allow_tf32() { return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV); }
+
 struct Conv2dBackend {
   static void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor* bias, at::Tensor& output) {
@@ -36,7 +40,8 @@ struct Conv2dBackend {
     CONVPOOL_CUDA_DISPATCH_CONV_TYPES(input.scalar_type(), "conv2d", [&] {
       conv2d_fprop<scalar_t>(p, cptr<scalar_t>(input), strides4(input), cptr<scalar_t>(weight),
                              strides4(weight), bias ? cptr<scalar_t>(*bias) : nullptr,
-                             mptr<scalar_t>(output), strides4(output), current_stream());
+                             mptr<scalar_t>(output), strides4(output), allow_tf32(),
+                             current_stream());
     });
   }
   static void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
@@ -45,7 +50,7 @@ struct Conv2dBackend {
     CONVPOOL_CUDA_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
       conv2d_dgrad<scalar_t>(p, cptr<scalar_t>(grad_output), strides4(grad_output),
                              cptr<scalar_t>(weight), strides4(weight), mptr<scalar_t>(grad_input),
-                             strides4(grad_input), current_stream());
+                             strides4(grad_input), allow_tf32(), current_stream());
     });
   }
   static void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
@@ -58,7 +63,8 @@ struct Conv2dBackend {
                     grad_output.options().dtype(c10::CppTypeToScalarType<acc>::value));
       conv2d_wgrad<scalar_t>(p, cptr<scalar_t>(grad_output), strides4(grad_output),
                              cptr<scalar_t>(input), strides4(input), mptr<acc>(workspace),
-                             mptr<scalar_t>(grad_weight), strides4(grad_weight), current_stream());
+                             mptr<scalar_t>(grad_weight), strides4(grad_weight), allow_tf32(),
+                             current_stream());
     });
   }
   static void grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {

@@ -12,8 +12,18 @@
 // One kernel runs them all: tiles of A and B are gathered from global memory (any strides: NCHW,
 // channels_last, views) into shared memory, each thread accumulates a kTM x kTN register block, the
 // epilogue converts (and adds the bias) on the way out. All offsets are 64-bit.
+//
+// Tensor cores (implicit_gemm_wmma_kernel): the same tiles, converted to half / bfloat16 / tf32
+// on their way into shared memory, multiplied by WMMA fragments (m16n16k16, m16n16k8 for tf32)
+// with fp32 accumulation; float32 takes this path only when allow_tf32 is set (PyTorch's
+// torch.backends.cudnn.allow_tf32), float64 never.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#ifndef CONVPOOL_EMULATE
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#endif
 
 #include "kernels.h"
 #include "indexing.cuh"
@@ -240,6 +250,150 @@ void run_gemm(const Problem& prob, int64_t m, int64_t n, int64_t batches, void* 
          stream, prob);
 }
 
+// ---- the GEMM on tensor cores (WMMA) -------------------------------------------------------
+
+// A 32 x 32 block tile of 4 warps, each owning a 16 x 16 accumulator fragment; k tiles of 16.
+constexpr int kWmmaBM = 32, kWmmaBN = 32, kWmmaBK = 16, kWmmaThreads = 128;
+
+template <typename T>
+struct WmmaTraits;
+template <>
+struct WmmaTraits<c10::Half> {
+  using elem = __half;  // in shared memory
+  using frag = __half;  // fragment type
+  static constexpr int kK = 16;
+  static constexpr int kMinArch = 70;
+  __device__ static elem convert(float v) { return __float2half(v); }
+};
+template <>
+struct WmmaTraits<c10::BFloat16> {
+  using elem = __nv_bfloat16;
+  using frag = __nv_bfloat16;
+  static constexpr int kK = 16;
+  static constexpr int kMinArch = 80;
+  __device__ static elem convert(float v) { return __float2bfloat16(v); }
+};
+template <>
+struct WmmaTraits<float> {
+  using elem = float;
+  using frag = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+  static constexpr int kMinArch = 80;
+  __device__ static elem convert(float v) { return nvcuda::wmma::__float_to_tf32(v); }
+};
+
+template <typename T>
+constexpr size_t wmma_shared_bytes() {
+  using E = typename WmmaTraits<T>::elem;
+  return (kWmmaBM * kWmmaBK + kWmmaBK * kWmmaBN) * sizeof(E) + kWmmaBM * kWmmaBN * sizeof(float);
+}
+
+template <class Problem, typename T>
+__global__ void __launch_bounds__(kWmmaThreads) implicit_gemm_wmma_kernel(Problem prob) {
+  // WMMA for bfloat16 and tf32 exists from sm_80, for half from sm_70: the host never launches
+  // this kernel on older GPUs, whose build of it is empty.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+  constexpr bool kArchOk = false;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  constexpr bool kArchOk = WmmaTraits<T>::kMinArch <= 70;
+#else
+  constexpr bool kArchOk = true;
+#endif
+  if constexpr (kArchOk) {
+    namespace wmma = nvcuda::wmma;
+    using W = WmmaTraits<T>;
+    using E = typename W::elem;
+    constexpr int kK = W::kK;
+    CONVPOOL_DYNAMIC_SHARED(unsigned char, shared);
+    E* a_tile = reinterpret_cast<E*>(shared);  // column-major [kWmmaBK][kWmmaBM]: m fastest
+    E* b_tile = a_tile + kWmmaBM * kWmmaBK;    // row-major [kWmmaBK][kWmmaBN]
+    float* c_tile = reinterpret_cast<float*>(b_tile + kWmmaBK * kWmmaBN);  // [kWmmaBM][kWmmaBN]
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int warp_m = warp / 2, warp_n = warp % 2;
+    const int64_t m_size = prob.m(), n_size = prob.n();
+    const int64_t m_tiles = ceil_div(m_size, kWmmaBM), n_tiles = ceil_div(n_size, kWmmaBN);
+
+    for (int64_t z = blockIdx.z; z < prob.batches(); z += gridDim.z) {
+      const Range kr = prob.k_range(z);
+      for (int64_t tn = blockIdx.y; tn < n_tiles; tn += gridDim.y) {
+        for (int64_t tm = blockIdx.x; tm < m_tiles; tm += gridDim.x) {
+          wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc;
+          wmma::fill_fragment(acc, 0.0f);
+          for (int64_t k0 = kr.begin; k0 < kr.end; k0 += kWmmaBK) {
+            for (int e = tid; e < kWmmaBK * kWmmaBM; e += kWmmaThreads) {
+              const int kk = e / kWmmaBM, mm = e % kWmmaBM;
+              const int64_t m = tm * kWmmaBM + mm, k = k0 + kk;
+              a_tile[e] = W::convert((m < m_size && k < kr.end) ? prob.a(z, m, k) : 0.0f);
+            }
+            for (int e = tid; e < kWmmaBK * kWmmaBN; e += kWmmaThreads) {
+              const int kk = e / kWmmaBN, nn = e % kWmmaBN;
+              const int64_t n = tn * kWmmaBN + nn, k = k0 + kk;
+              b_tile[e] = W::convert((n < n_size && k < kr.end) ? prob.b(z, k, n) : 0.0f);
+            }
+            __syncthreads();  // the tiles are complete
+            for (int ks = 0; ks < kWmmaBK; ks += kK) {
+              wmma::fragment<wmma::matrix_a, 16, 16, kK, typename W::frag, wmma::col_major> a;
+              wmma::fragment<wmma::matrix_b, 16, 16, kK, typename W::frag, wmma::row_major> b;
+              wmma::load_matrix_sync(a, a_tile + ks * kWmmaBM + warp_m * 16, kWmmaBM);
+              wmma::load_matrix_sync(b, b_tile + ks * kWmmaBN + warp_n * 16, kWmmaBN);
+              wmma::mma_sync(acc, a, b, acc);
+            }
+            __syncthreads();  // everyone is done reading before the next tiles overwrite them
+          }
+          wmma::store_matrix_sync(c_tile + warp_m * 16 * kWmmaBN + warp_n * 16, acc, kWmmaBN,
+                                  wmma::mem_row_major);
+          __syncthreads();  // the accumulator tile is complete
+          for (int e = tid; e < kWmmaBM * kWmmaBN; e += kWmmaThreads) {
+            const int mm = e % kWmmaBM, nn = e / kWmmaBM;
+            const int64_t m = tm * kWmmaBM + mm, n = tn * kWmmaBN + nn;
+            if (m < m_size && n < n_size) prob.store(z, m, n, c_tile[mm * kWmmaBN + nn]);
+          }
+          __syncthreads();  // the epilogue is done reading before the next tile stores
+        }
+      }
+    }
+  }
+}
+
+int device_arch() {
+#ifdef CONVPOOL_EMULATE
+  return 90;
+#else
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    throw std::runtime_error("convpool: cannot query the CUDA device's compute capability");
+  return major * 10 + minor;
+#endif
+}
+
+// Tensor cores for half and bfloat16, and for float when TF32 is allowed.
+template <typename T>
+bool use_tensor_cores(bool allow_tf32) {
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    if (std::is_same_v<T, float> && !allow_tf32) return false;
+    return device_arch() >= WmmaTraits<T>::kMinArch;
+  }
+}
+
+template <typename T, class Problem>
+void run_gemm_any(const Problem& prob, int64_t m, int64_t n, int64_t batches, bool allow_tf32,
+                  void* stream) {
+  if constexpr (!std::is_same_v<T, double>) {
+    if (use_tensor_cores<T>(allow_tf32)) {
+      const dim3 grid(grid_dim(ceil_div(m, kWmmaBM), kMaxGridX),
+                      grid_dim(ceil_div(n, kWmmaBN), kMaxGridYZ), grid_dim(batches, kMaxGridYZ));
+      launch(implicit_gemm_wmma_kernel<Problem, T>, grid, dim3(kWmmaThreads),
+             wmma_shared_bytes<T>(), stream, prob);
+      return;
+    }
+  }
+  run_gemm(prob, m, n, batches, stream);
+}
+
 // ---- depthwise (one input channel per group): direct kernels, one thread per element ---------
 
 template <typename T>
@@ -362,7 +516,7 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 template <typename T>
 void conv2d_fprop(const Conv2dParams& p, const T* input, Strides4 is, const T* weight, Strides4 ws,
-                  const T* bias, T* output, Strides4 os, void* stream) {
+                  const T* bias, T* output, Strides4 os, bool allow_tf32, void* stream) {
   if (is_depthwise(p)) {
     const int64_t total = p.batch * p.out_channels * p.out_height * p.out_width;
     launch(depthwise_fprop_kernel<T>, dim3(elementwise_blocks(total)), dim3(kElementwiseThreads),
@@ -371,13 +525,13 @@ void conv2d_fprop(const Conv2dParams& p, const T* input, Strides4 is, const T* w
     return;
   }
   const FpropProblem<T> prob{p, input, is, weight, ws, bias, output, os};
-  run_gemm(prob, p.batch * p.out_height * p.out_width, cout_g(p), p.groups,
-           stream);
+  run_gemm_any<T>(prob, p.batch * p.out_height * p.out_width, cout_g(p), p.groups, allow_tf32,
+                  stream);
 }
 
 template <typename T>
 void conv2d_dgrad(const Conv2dParams& p, const T* grad_output, Strides4 gs, const T* weight,
-                  Strides4 ws, T* grad_input, Strides4 is, void* stream) {
+                  Strides4 ws, T* grad_input, Strides4 is, bool allow_tf32, void* stream) {
   if (is_depthwise(p)) {
     const int64_t total = p.batch * p.in_channels * p.in_height * p.in_width;
     launch(depthwise_dgrad_kernel<T>, dim3(elementwise_blocks(total)), dim3(kElementwiseThreads),
@@ -386,7 +540,8 @@ void conv2d_dgrad(const Conv2dParams& p, const T* grad_output, Strides4 gs, cons
     return;
   }
   const DgradProblem<T> prob{p, grad_output, gs, weight, ws, grad_input, is};
-  run_gemm(prob, p.batch * p.in_height * p.in_width, cin_g(p), p.groups, stream);
+  run_gemm_any<T>(prob, p.batch * p.in_height * p.in_width, cin_g(p), p.groups, allow_tf32,
+                  stream);
 }
 
 // Each split reduces at least 32 pixels (four k tiles), and there are at most 64 splits.
@@ -406,10 +561,11 @@ int64_t conv2d_wgrad_workspace(const Conv2dParams& p) {
 
 template <typename T>
 void conv2d_wgrad(const Conv2dParams& p, const T* grad_output, Strides4 gs, const T* input,
-                  Strides4 is, acc_type<T>* workspace, T* grad_weight, Strides4 ws, void* stream) {
+                  Strides4 is, acc_type<T>* workspace, T* grad_weight, Strides4 ws,
+                  bool allow_tf32, void* stream) {
   const int64_t splits = conv2d_wgrad_splits(p);
   const WgradProblem<T> prob{p, grad_output, gs, input, is, workspace, splits, wgrad_chunk(p)};
-  run_gemm(prob, cout_g(p), gemm_k(p), p.groups * splits, stream);
+  run_gemm_any<T>(prob, cout_g(p), gemm_k(p), p.groups * splits, allow_tf32, stream);
   const int64_t total = p.out_channels * gemm_k(p);
   launch(wgrad_reduce_kernel<T>, dim3(elementwise_blocks(total)), dim3(kElementwiseThreads), 0,
          stream, p, static_cast<const acc_type<T>*>(workspace), splits, grad_weight, ws);
@@ -424,11 +580,11 @@ void conv2d_grad_bias(const T* grad_output, Strides4 gs, int64_t n, int64_t c, i
 
 #define CONVPOOL_INSTANTIATE_CONV2D(T)                                                          \
   template void conv2d_fprop<T>(const Conv2dParams&, const T*, Strides4, const T*, Strides4,   \
-                                const T*, T*, Strides4, void*);                                \
+                                const T*, T*, Strides4, bool, void*);                          \
   template void conv2d_dgrad<T>(const Conv2dParams&, const T*, Strides4, const T*, Strides4,   \
-                                T*, Strides4, void*);                                          \
+                                T*, Strides4, bool, void*);                                    \
   template void conv2d_wgrad<T>(const Conv2dParams&, const T*, Strides4, const T*, Strides4,   \
-                                acc_type<T>*, T*, Strides4, void*);                            \
+                                acc_type<T>*, T*, Strides4, bool, void*);                      \
   template void conv2d_grad_bias<T>(const T*, Strides4, int64_t, int64_t, int64_t, int64_t, T*, \
                                     void*);
 

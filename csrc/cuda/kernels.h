@@ -19,15 +19,18 @@ namespace convpool::CONVPOOL_KERNEL_NS {
 template <typename T>
 using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
+// The conv GEMMs run on tensor cores (WMMA, fp32 accumulation) for half and bfloat16, and for
+// float when `allow_tf32` (TF32 inputs); on CUDA cores for double and float without TF32.
+
 // fprop: output = input (*) weight + bias (bias may be null).
 template <typename T>
 void conv2d_fprop(const Conv2dParams& p, const T* input, Strides4 is, const T* weight, Strides4 ws,
-                  const T* bias, T* output, Strides4 os, void* stream);
+                  const T* bias, T* output, Strides4 os, bool allow_tf32, void* stream);
 
 // dgrad: grad_input from grad_output and weight.
 template <typename T>
 void conv2d_dgrad(const Conv2dParams& p, const T* grad_output, Strides4 gs, const T* weight,
-                  Strides4 ws, T* grad_input, Strides4 is, void* stream);
+                  Strides4 ws, T* grad_input, Strides4 is, bool allow_tf32, void* stream);
 
 // wgrad: the reduction over N * H_out * W_out is split in conv2d_wgrad_splits(p) parts whose
 // partial sums go to `workspace` (conv2d_wgrad_workspace(p) elements of acc_type<T>), then are
@@ -36,7 +39,8 @@ int64_t conv2d_wgrad_splits(const Conv2dParams& p);
 int64_t conv2d_wgrad_workspace(const Conv2dParams& p);
 template <typename T>
 void conv2d_wgrad(const Conv2dParams& p, const T* grad_output, Strides4 gs, const T* input,
-                  Strides4 is, acc_type<T>* workspace, T* grad_weight, Strides4 ws, void* stream);
+                  Strides4 is, acc_type<T>* workspace, T* grad_weight, Strides4 ws,
+                  bool allow_tf32, void* stream);
 
 // grad_bias[c] = sum over n, h, w of grad_output[n][c][h][w] (sizes n, c, h, w).
 template <typename T>

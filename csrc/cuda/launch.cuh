@@ -29,7 +29,7 @@
   type* name = reinterpret_cast<type*>(::convpool::emu::current.dynamic_shared)
 #else
 #define CONVPOOL_DYNAMIC_SHARED(type, name)                      \
-  extern __shared__ __align__(16) unsigned char name##_bytes_[]; \
+  extern __shared__ __align__(128) unsigned char name##_bytes_[]; \
   type* name = reinterpret_cast<type*>(name##_bytes_)
 #endif
 

@@ -13,14 +13,27 @@
 // memory (48 KB unless raised with set_max_dynamic_shared_memory, never above 227 KB). Static
 // __shared__ arrays are bounded at compile time (CONVPOOL_STATIC_SHARED in cuda/launch.cuh).
 //
+// WMMA (nvcuda::wmma): fragments with the real shapes and element types (m16n16k16 for half and
+// bfloat16, m16n16k8 for tf32, float accumulators). The layout of a fragment's elements across the
+// lanes is unspecified by CUDA; here every lane holds the whole tile (num_elements = rows * cols),
+// which serves element-wise use of `x[i]` the same way. Every wmma call is a warp collective (all
+// 32 lanes must reach it); pointers must be 32-byte aligned and ldm a multiple of 16 bytes, as on
+// hardware. mma_sync multiplies in float with fp32 accumulation, after truncating tf32 inputs to
+// their 10 mantissa bits like the tensor cores.
+//
 // Warp collectives (__shfl*_sync, __ballot_sync, __all_sync, __any_sync, __syncwarp) wait until
 // every lane named in the mask has arrived, like the hardware; a lane of the mask that exits or
 // waits at another barrier instead is reported as an error.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #define __global__
@@ -164,3 +177,164 @@ T atomicMax(T* address, T value) {
   if (value > old) *address = value;
   return old;
 }
+
+// ---- half / bfloat16 as cuda_fp16.h / cuda_bf16.h spell them --------------------------------
+
+using __half = c10::Half;
+using __nv_bfloat16 = c10::BFloat16;
+inline __half __float2half(float v) { return __half(v); }                  // round to nearest even
+inline float __half2float(__half v) { return static_cast<float>(v); }
+inline __nv_bfloat16 __float2bfloat16(float v) { return __nv_bfloat16(v); }  // round to nearest even
+inline float __bfloat162float(__nv_bfloat16 v) { return static_cast<float>(v); }
+
+// ---- nvcuda::wmma ---------------------------------------------------------------------------
+
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+namespace detail {
+template <typename T>
+struct storage {
+  using type = T;
+};
+template <>
+struct storage<precision::tf32> {
+  using type = float;
+};
+template <class Use, int M, int N, int K>
+struct dims;
+template <int M, int N, int K>
+struct dims<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct dims<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct dims<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+template <class Use, int M, int N, int K, typename T>
+constexpr bool supported() {
+  if constexpr (std::is_same_v<Use, accumulator>) {
+    return ((M == 16 && N == 16 && (K == 16 || K == 8)) && std::is_same_v<T, float>);
+  } else if constexpr (std::is_same_v<T, precision::tf32>) {
+    return M == 16 && N == 16 && K == 8;
+  } else {
+    return M == 16 && N == 16 && K == 16 &&
+           (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>);
+  }
+}
+
+inline void warp_converge() { ::convpool::emu::warp_exchange(0xffffffffu, 0, 0, false); }
+
+inline void check_pointer(const void* p, unsigned ldm, size_t element_bytes, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+    throw std::runtime_error(std::string("CUDA emulator: ") + what +
+                             ": pointer not 256-bit aligned");
+  if ((ldm * element_bytes) % 16 != 0)
+    throw std::runtime_error(std::string("CUDA emulator: ") + what +
+                             ": ldm is not a multiple of 16 bytes");
+}
+
+inline float tf32_truncate(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits &= 0xFFFFE000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+}  // namespace detail
+
+template <class Use, int M, int N, int K, typename T, class Layout = void>
+struct fragment {
+  static_assert(detail::supported<Use, M, N, K, T>(), "WMMA shape/type not supported by hardware");
+  using element_type = typename detail::storage<T>::type;
+  static constexpr int rows = detail::dims<Use, M, N, K>::rows;
+  static constexpr int cols = detail::dims<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  element_type x[num_elements];  // row-major: x[r * cols + c]
+};
+
+template <class Use, int M, int N, int K, typename T, class Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f,
+                   typename fragment<Use, M, N, K, T, Layout>::element_type v) {
+  for (auto& e : f.x) e = v;
+}
+
+// matrix_a / matrix_b: the layout is part of the fragment type.
+template <class Use, int M, int N, int K, typename T, class Layout>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f,
+                      const typename fragment<Use, M, N, K, T, Layout>::element_type* p,
+                      unsigned ldm) {
+  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>,
+                "matrix_a/matrix_b fragments need a layout");
+  using F = fragment<Use, M, N, K, T, Layout>;
+  detail::check_pointer(p, ldm, sizeof(*p), "load_matrix_sync");
+  detail::warp_converge();
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+}
+
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm,
+                      layout_t layout) {
+  detail::check_pointer(p, ldm, sizeof(float), "load_matrix_sync");
+  detail::warp_converge();
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      f.x[r * N + c] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
+                       layout_t layout) {
+  detail::check_pointer(p, ldm, sizeof(float), "store_matrix_sync");
+  detail::warp_converge();
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
+}
+
+template <int M, int N, int K, typename T, class LayoutA, class LayoutB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d,
+              const fragment<matrix_a, M, N, K, T, LayoutA>& a,
+              const fragment<matrix_b, M, N, K, T, LayoutB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
+  detail::warp_converge();
+  auto in = [](auto v) {
+    const float f = static_cast<float>(v);
+    return std::is_same_v<T, precision::tf32> ? detail::tf32_truncate(f) : f;
+  };
+  fragment<accumulator, M, N, K, float> out;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float sum = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) sum += in(a.x[i * K + k]) * in(b.x[k * N + j]);
+      out.x[i * N + j] = sum;
+    }
+  d = out;
+}
+
+// Round to the nearest tf32 value, ties away from zero (cvt.rna.tf32.f32).
+inline float __float_to_tf32(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if ((bits & 0x7F800000u) != 0x7F800000u) bits += 0x1000u;  // finite: round half away
+  bits &= 0xFFFFE000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+}  // namespace nvcuda::wmma

@@ -243,7 +243,9 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block_dim, size_t dynamic_s
   }
   const unsigned threads = block_dim.x * block_dim.y * block_dim.z;
   while (stacks.size() < threads) stacks.emplace_back(new char[kStackBytes]);
-  std::vector<unsigned char> shared(std::max<size_t>(dynamic_shared, 1));
+  // Dynamic shared memory starts 128-byte aligned, as on hardware (WMMA needs 32 bytes).
+  std::vector<unsigned char> shared_buffer(std::max<size_t>(dynamic_shared, 1) + 128);
+  unsigned char* shared = shared_buffer.data() + (128 - reinterpret_cast<uintptr_t>(shared_buffer.data()) % 128) % 128;
   std::vector<unsigned> order(threads);
   std::iota(order.begin(), order.end(), 0u);
   if (cfg.order == Order::kReverse) std::reverse(order.begin(), order.end());
@@ -255,14 +257,14 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block_dim, size_t dynamic_s
   const ThreadState saved = current;
   current.block_dim = block_dim;
   current.grid_dim = grid;
-  current.dynamic_shared = shared.data();
+  current.dynamic_shared = shared;
   active_block = &block;
   try {
     for (unsigned bz = 0; bz < grid.z; ++bz)
       for (unsigned by = 0; by < grid.y; ++by)
         for (unsigned bx = 0; bx < grid.x; ++bx) {
           current.block_idx = {bx, by, bz};
-          std::fill(shared.begin(), shared.end(), 0xFF);  // NaN garbage, like fresh smem
+          std::fill(shared, shared + std::max<size_t>(dynamic_shared, 1), 0xFF);  // NaN garbage, like fresh smem
           for (unsigned t = 0; t < threads; ++t) {
             Fiber& f = block.fibers[t];
             f.state = State::kReady;
