@@ -180,6 +180,7 @@ def test_emulator_missing_barrier_is_detected(order):
     ("shared_opt_in", "dynamic shared memory of 102401 bytes exceeds the 102400"),
     ("shared_opt_in_over_max", "exceed the opt-in maximum"),
     ("warp_divergent", "never reaches it"),
+    ("static_shared_over_limit", "static shared memory of 65536 bytes exceeds"),
 ])
 def test_emulator_limits_raise(name, message):
     with pytest.raises(RuntimeError, match=message):

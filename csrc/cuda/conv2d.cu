@@ -276,10 +276,15 @@ struct WmmaTraits<c10::BFloat16> {
 template <>
 struct WmmaTraits<float> {
   using elem = float;
-  using frag = nvcuda::wmma::precision::tf32;
   static constexpr int kK = 8;
   static constexpr int kMinArch = 80;
+#if defined(CONVPOOL_EMULATE) || defined(__CUDA_AMPERE_MMA__)
+  using frag = nvcuda::wmma::precision::tf32;
   __device__ static elem convert(float v) { return nvcuda::wmma::__float_to_tf32(v); }
+#else  // compiling for a GPU without TF32: never launched there (use_tensor_cores)
+  using frag = float;
+  __device__ static elem convert(float v) { return v; }
+#endif
 };
 
 template <typename T>
@@ -348,7 +353,8 @@ __global__ void __launch_bounds__(kWmmaThreads) implicit_gemm_wmma_kernel(Proble
             const int64_t m = tm * kWmmaBM + mm, n = tn * kWmmaBN + nn;
             if (m < m_size && n < n_size) prob.store(z, m, n, c_tile[mm * kWmmaBN + nn]);
           }
-          __syncthreads();  // the epilogue is done reading before the next tile stores
+          // No barrier here: K >= 1, so the next tile's first k step passes a barrier before
+          // any warp stores to c_tile again.
         }
       }
     }
@@ -505,8 +511,8 @@ __global__ void __launch_bounds__(kBiasThreads)
       if (tid < width) partial[tid] += partial[tid + width];
       __syncthreads();
     }
+    // Only thread 0 reads partial[0] and writes it again for the next channel: no barrier.
     if (tid == 0) grad_bias[c] = static_cast<T>(partial[0]);
-    __syncthreads();  // partial[0] is read before the next channel overwrites it
   }
 }
 

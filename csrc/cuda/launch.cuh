@@ -33,10 +33,20 @@
   type* name = reinterpret_cast<type*>(name##_bytes_)
 #endif
 
-// Static shared memory, bounded at compile time by the 48 KB hardware limit.
+// Static shared memory, `type name[count]`, bounded at compile time by the 48 KB hardware limit.
+// The emulator places it in the block's static shared memory (poisoned at every block, 48 KB in
+// all checked at run time); a plain __shared__ array would be a function-local static there.
+#ifdef CONVPOOL_EMULATE
+#define CONVPOOL_STATIC_SHARED(type, name, count)                                                \
+  static_assert(sizeof(type) * (count) <= 48 * 1024, "static shared memory > 48 KB");            \
+  static const char name##_tag_ = 0;                                                             \
+  type* name = static_cast<type*>(                                                               \
+      ::convpool::emu::static_shared(&name##_tag_, sizeof(type) * (count), alignof(type)))
+#else
 #define CONVPOOL_STATIC_SHARED(type, name, count)                                   \
   static_assert(sizeof(type) * (count) <= 48 * 1024, "static shared memory > 48 KB"); \
   __shared__ type name[count]
+#endif
 
 namespace convpool::CONVPOOL_KERNEL_NS {
 

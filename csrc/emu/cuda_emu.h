@@ -10,8 +10,9 @@
 //
 // Limits of real hardware are checked at launch and reported as std::runtime_error (a
 // RuntimeError in Python): threads per block and block dimensions, grid dimensions, dynamic shared
-// memory (48 KB unless raised with set_max_dynamic_shared_memory, never above 227 KB). Static
-// __shared__ arrays are bounded at compile time (CONVPOOL_STATIC_SHARED in cuda/launch.cuh).
+// memory (48 KB unless raised with set_max_dynamic_shared_memory, never above 227 KB), static
+// shared memory (CONVPOOL_STATIC_SHARED in cuda/launch.cuh: 48 KB). Static and dynamic shared
+// memory are filled with 0xFF bytes at the start of every block.
 //
 // WMMA (nvcuda::wmma): fragments with the real shapes and element types (m16n16k16 for half and
 // bfloat16, m16n16k8 for tf32, float accumulators). The layout of a fragment's elements across the
@@ -86,6 +87,13 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block, size_t dynamic_share
 void set_max_dynamic_shared_memory(const void* kernel_id, size_t bytes);
 
 void syncthreads();
+// The block's static shared array identified by `tag` (CONVPOOL_STATIC_SHARED).
+void* static_shared(const void* tag, size_t bytes, size_t align);
+// After a warp collective: whether this lane is the first of its warp to go on from it (the one
+// that performs a WMMA load or store for the whole warp, at the moment the warp converged), and
+// the warp's scratch buffer (kWarpScratchBytes) through which it hands a loaded tile to the others.
+constexpr size_t kWarpScratchBytes = 16 * 16 * sizeof(float);
+bool warp_collective_leader(unsigned char** scratch);
 // Warp collective: every lane of `mask` deposits `value` and asks for lane `source`'s value
 // (or, with ballot, the mask of lanes whose value is non-zero). Returns what it asked for.
 uint64_t warp_exchange(unsigned mask, uint64_t value, int source, bool ballot);
@@ -282,9 +290,15 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f,
   using F = fragment<Use, M, N, K, T, Layout>;
   detail::check_pointer(p, ldm, sizeof(*p), "load_matrix_sync");
   detail::warp_converge();
-  for (int r = 0; r < F::rows; ++r)
-    for (int c = 0; c < F::cols; ++c)
-      f.x[r * F::cols + c] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+  unsigned char* scratch;
+  if (::convpool::emu::warp_collective_leader(&scratch)) {
+    for (int r = 0; r < F::rows; ++r)
+      for (int c = 0; c < F::cols; ++c)
+        f.x[r * F::cols + c] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+    std::memcpy(scratch, f.x, sizeof(f.x));
+  } else {
+    std::memcpy(f.x, scratch, sizeof(f.x));
+  }
 }
 
 template <int M, int N, int K>
@@ -292,9 +306,15 @@ void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, 
                       layout_t layout) {
   detail::check_pointer(p, ldm, sizeof(float), "load_matrix_sync");
   detail::warp_converge();
-  for (int r = 0; r < M; ++r)
-    for (int c = 0; c < N; ++c)
-      f.x[r * N + c] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+  unsigned char* scratch;
+  if (::convpool::emu::warp_collective_leader(&scratch)) {
+    for (int r = 0; r < M; ++r)
+      for (int c = 0; c < N; ++c)
+        f.x[r * N + c] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+    std::memcpy(scratch, f.x, sizeof(f.x));
+  } else {
+    std::memcpy(f.x, scratch, sizeof(f.x));
+  }
 }
 
 template <int M, int N, int K>
@@ -302,6 +322,8 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
                        layout_t layout) {
   detail::check_pointer(p, ldm, sizeof(float), "store_matrix_sync");
   detail::warp_converge();
+  unsigned char* scratch;
+  if (!::convpool::emu::warp_collective_leader(&scratch)) return;
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c)
       (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];

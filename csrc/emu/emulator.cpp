@@ -35,6 +35,12 @@ struct Fiber {
   uint64_t value = 0, result = 0;
   int source = 0;
   bool ballot = false;
+  uint64_t collectives = 0;  // warp collectives this lane has completed
+};
+
+struct Warp {
+  uint64_t led = 0;  // the latest collective whose leader has gone on
+  unsigned char scratch[kWarpScratchBytes];
 };
 
 struct Config {
@@ -48,10 +54,15 @@ std::map<const void*, size_t> max_dynamic_shared;  // guarded by config_mutex
 
 struct Block {
   std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
   ucontext_t scheduler;
   const std::function<void()>* body = nullptr;
   Fiber* running = nullptr;
   std::string error;  // set by a fiber that found a misuse; the scheduler throws it
+  // Static shared memory: one arena per launch, an offset per CONVPOOL_STATIC_SHARED array.
+  unsigned char* static_arena = nullptr;
+  std::map<const void*, size_t> static_offsets;
+  size_t static_used = 0;
 };
 
 thread_local Block* active_block = nullptr;
@@ -229,7 +240,34 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int source, bool ballot) {
   self->source = source;
   self->ballot = ballot;
   swapcontext(&self->context, &block->scheduler);
+  ++self->collectives;
   return self->result;
+}
+
+void* static_shared(const void* tag, size_t bytes, size_t align) {
+  Block* block = active_block;
+  auto it = block->static_offsets.find(tag);
+  if (it != block->static_offsets.end()) return block->static_arena + it->second;
+  const size_t offset = (block->static_used + align - 1) / align * align;
+  if (offset + bytes > kMaxStaticShared) {
+    block->error = "static shared memory of " + std::to_string(offset + bytes) +
+                   " bytes exceeds the 49152 bytes per block";
+    block->running->state = State::kDone;
+    swapcontext(&block->running->context, &block->scheduler);  // never resumed
+  }
+  block->static_offsets[tag] = offset;
+  block->static_used = offset + bytes;
+  return block->static_arena + offset;
+}
+
+bool warp_collective_leader(unsigned char** scratch) {
+  Block* block = active_block;
+  Fiber* self = block->running;
+  Warp& warp = block->warps[(self - block->fibers.data()) / kWarpSize];
+  *scratch = warp.scratch;
+  if (warp.led >= self->collectives) return false;
+  warp.led = self->collectives;
+  return true;
 }
 
 void run_grid(const void* kernel_id, dim3 grid, dim3 block_dim, size_t dynamic_shared,
@@ -251,9 +289,15 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block_dim, size_t dynamic_s
   if (cfg.order == Order::kReverse) std::reverse(order.begin(), order.end());
   std::mt19937_64 rng(cfg.seed);
 
+  std::vector<unsigned char> static_buffer(kMaxStaticShared + 128);
+  unsigned char* static_arena =
+      static_buffer.data() + (128 - reinterpret_cast<uintptr_t>(static_buffer.data()) % 128) % 128;
+
   Block block;
   block.body = &body;
+  block.static_arena = static_arena;
   block.fibers.resize(threads);
+  block.warps.resize((threads + kWarpSize - 1) / kWarpSize);
   const ThreadState saved = current;
   current.block_dim = block_dim;
   current.grid_dim = grid;
@@ -264,10 +308,14 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block_dim, size_t dynamic_s
       for (unsigned by = 0; by < grid.y; ++by)
         for (unsigned bx = 0; bx < grid.x; ++bx) {
           current.block_idx = {bx, by, bz};
-          std::fill(shared, shared + std::max<size_t>(dynamic_shared, 1), 0xFF);  // NaN garbage, like fresh smem
+          // NaN garbage, like fresh shared memory.
+          std::fill(shared, shared + std::max<size_t>(dynamic_shared, 1), 0xFF);
+          std::fill(static_arena, static_arena + kMaxStaticShared, 0xFF);
+          for (Warp& w : block.warps) w.led = 0;
           for (unsigned t = 0; t < threads; ++t) {
             Fiber& f = block.fibers[t];
             f.state = State::kReady;
+            f.collectives = 0;
             f.thread_idx = {t % block_dim.x, (t / block_dim.x) % block_dim.y,
                             t / (block_dim.x * block_dim.y)};
             getcontext(&f.context);

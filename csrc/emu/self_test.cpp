@@ -42,6 +42,16 @@ __global__ void warp_divergent_kernel(int64_t* out) {
   if (threadIdx.x % 32 != 0) out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
 }
 
+// 2 x 32 KB of static shared memory: each array passes the compile-time check, the block does not.
+__global__ void static_shared_kernel(int64_t* out) {
+  CONVPOOL_STATIC_SHARED(int64_t, first, 4096);
+  CONVPOOL_STATIC_SHARED(int64_t, second, 4096);
+  first[threadIdx.x] = threadIdx.x;
+  second[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = first[threadIdx.x] + second[threadIdx.x];
+}
+
 __global__ void atomic_kernel(int64_t* counter) { atomicAdd(counter, int64_t(threadIdx.x)); }
 
 }  // namespace
@@ -78,6 +88,9 @@ std::vector<int64_t> self_test(const std::string& name) {
     launch(empty_kernel, dim3(1, 65536), dim3(32), 0, nullptr);
   } else if (name == "grid_z_too_large") {
     launch(empty_kernel, dim3(1, 1, 65536), dim3(32), 0, nullptr);
+  } else if (name == "static_shared_over_limit") {
+    std::vector<int64_t> out(32);
+    launch(static_shared_kernel, dim3(1), dim3(32), 0, nullptr, out.data());
   } else if (name == "grid_y_max") {
     launch(empty_kernel, dim3(1, 65535), dim3(1), 0, nullptr);
   } else if (name == "shared_over_default") {
