@@ -278,7 +278,7 @@ struct WmmaTraits<float> {
   using elem = float;
   static constexpr int kK = 8;
   static constexpr int kMinArch = 80;
-#if defined(CONVPOOL_EMULATE) || defined(__CUDA_AMPERE_MMA__)
+#if defined(CONVPOOL_EMULATE) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using frag = nvcuda::wmma::precision::tf32;
   __device__ static elem convert(float v) { return nvcuda::wmma::__float_to_tf32(v); }
 #else  // compiling for a GPU without TF32: never launched there (use_tensor_cores)

@@ -6,7 +6,8 @@
 // collective) or returns. Between barriers the threads run in a configurable order (forward,
 // reverse, a seeded shuffle redrawn at every barrier), so a kernel that misses a __syncthreads
 // reads shared memory its neighbours have not written yet (or have already overwritten) and gives
-// wrong results. Shared memory starts as 0xFF bytes (NaN for floats) at every block.
+// wrong results. A warp whose lanes complete a warp collective runs on as far as it can before the
+// next warp moves, so warps drift apart as they may on hardware. Shared memory starts as 0xFF bytes (NaN for floats) at every block.
 //
 // Limits of real hardware are checked at launch and reported as std::runtime_error (a
 // RuntimeError in Python): threads per block and block dimensions, grid dimensions, dynamic shared

@@ -161,21 +161,30 @@ bool release_warps(Block& block) {
   return released;
 }
 
+void resume(Block& block, Fiber& f) {
+  block.running = &f;
+  current.thread_idx = f.thread_idx;
+  swapcontext(&block.scheduler, &f.context);
+  if (!block.error.empty()) fail(block.error);
+}
+
 void run_block(Block& block, const std::vector<unsigned>& base_order, std::mt19937_64& rng,
                Order order) {
   std::vector<unsigned> run_order = base_order;
   for (;;) {
     if (order == Order::kShuffle) std::shuffle(run_order.begin(), run_order.end(), rng);
     for (unsigned t : run_order) {
-      Fiber& f = block.fibers[t];
-      // A fiber released from a warp collective runs on within this pass: lanes of a warp
-      // may interleave with the rest of the block in any order.
-      while (f.state == State::kReady) {
-        block.running = &f;
-        current.thread_idx = f.thread_idx;
-        swapcontext(&block.scheduler, &f.context);
-        if (!block.error.empty()) fail(block.error);
-        if (f.state == State::kAtWarp) release_warps(block);
+      if (block.fibers[t].state != State::kReady) continue;
+      resume(block, block.fibers[t]);
+      if (block.fibers[t].state != State::kAtWarp) continue;
+      // When this lane completes a warp collective, its warp runs on, as far as it can, before
+      // any other warp moves: warps drift apart like on hardware, so a warp that overwrites
+      // shared memory another warp has yet to read (a missing __syncthreads) is seen.
+      const size_t warp = t / kWarpSize;
+      while (release_warps(block)) {
+        for (unsigned u : run_order)
+          if (u / kWarpSize == warp && block.fibers[u].state == State::kReady)
+            resume(block, block.fibers[u]);
       }
     }
     bool any_ready = false, all_done = true, any_barrier = false;
