@@ -181,6 +181,7 @@ def test_emulator_missing_barrier_is_detected(order):
     ("shared_opt_in_over_max", "exceed the opt-in maximum"),
     ("warp_divergent", "never reaches it"),
     ("static_shared_over_limit", "static shared memory of 65536 bytes exceeds"),
+    ("wmma_misaligned", "load_matrix_sync: pointer not 256-bit aligned"),
 ])
 def test_emulator_limits_raise(name, message):
     with pytest.raises(RuntimeError, match=message):
@@ -203,6 +204,16 @@ def test_emulator_warp_collectives(order):
         assert ballot == sum(1 << l for l in range(32) if l % 3 == 0)
         assert down == ((lane + 1) * 10 if lane < 31 else lane * 10)
         assert from0 == 2 * (warp * 32) + 1
+
+
+def test_emulator_wmma():
+    # D = A (row-major) x B (col-major) + 1 on m16n16k16 half fragments.
+    a = torch.tensor([i % 7 - 3 for i in range(256)], dtype=torch.float64).view(16, 16)
+    b = torch.tensor([i % 5 - 2 for i in range(256)], dtype=torch.float64).view(16, 16).t()
+    expected = (a @ b + 1).flatten().long().tolist()
+    assert _self_test("wmma") == expected
+    # tf32 inputs keep 10 mantissa bits: (1 + 2^-12) * 1 summed over k = 8 gives exactly 8.
+    assert _self_test("wmma_tf32") == [8 * 4096] * 256
 
 
 def test_cuda_emulation_requires_the_emulator(monkeypatch):

@@ -88,6 +88,9 @@ void run_grid(const void* kernel_id, dim3 grid, dim3 block, size_t dynamic_share
 void set_max_dynamic_shared_memory(const void* kernel_id, size_t bytes);
 
 void syncthreads();
+// A misuse found by a running kernel thread: the launch stops and throws `message` (exceptions
+// cannot cross a fiber's stack, so the scheduler throws it).
+[[noreturn]] void kernel_error(const std::string& message);
 // The block's static shared array identified by `tag` (CONVPOOL_STATIC_SHARED).
 void* static_shared(const void* tag, size_t bytes, size_t align);
 // After a warp collective: whether this lane is the first of its warp to go on from it (the one
@@ -249,11 +252,9 @@ inline void warp_converge() { ::convpool::emu::warp_exchange(0xffffffffu, 0, 0, 
 
 inline void check_pointer(const void* p, unsigned ldm, size_t element_bytes, const char* what) {
   if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
-    throw std::runtime_error(std::string("CUDA emulator: ") + what +
-                             ": pointer not 256-bit aligned");
+    ::convpool::emu::kernel_error(std::string(what) + ": pointer not 256-bit aligned");
   if ((ldm * element_bytes) % 16 != 0)
-    throw std::runtime_error(std::string("CUDA emulator: ") + what +
-                             ": ldm is not a multiple of 16 bytes");
+    ::convpool::emu::kernel_error(std::string(what) + ": ldm is not a multiple of 16 bytes");
 }
 
 inline float tf32_truncate(float v) {

@@ -5,6 +5,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -237,12 +238,8 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int source, bool ballot) {
   Block* block = active_block;
   Fiber* self = block->running;
   const unsigned lane = lane_id();
-  if (!(mask >> lane & 1u)) {
-    // Never throw on a fiber's stack: hand the error to the scheduler, which never resumes us.
-    block->error = "lane " + std::to_string(lane) + " calls a warp collective whose mask excludes it";
-    self->state = State::kDone;
-    swapcontext(&self->context, &block->scheduler);
-  }
+  if (!(mask >> lane & 1u))
+    kernel_error("lane " + std::to_string(lane) + " calls a warp collective whose mask excludes it");
   self->state = State::kAtWarp;
   self->mask = mask;
   self->value = value;
@@ -253,17 +250,23 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int source, bool ballot) {
   return self->result;
 }
 
+void kernel_error(const std::string& message) {
+  Block* block = active_block;
+  if (!block) fail(message);
+  block->error = message;
+  block->running->state = State::kDone;
+  swapcontext(&block->running->context, &block->scheduler);  // never resumed
+  std::abort();
+}
+
 void* static_shared(const void* tag, size_t bytes, size_t align) {
   Block* block = active_block;
   auto it = block->static_offsets.find(tag);
   if (it != block->static_offsets.end()) return block->static_arena + it->second;
   const size_t offset = (block->static_used + align - 1) / align * align;
-  if (offset + bytes > kMaxStaticShared) {
-    block->error = "static shared memory of " + std::to_string(offset + bytes) +
-                   " bytes exceeds the 49152 bytes per block";
-    block->running->state = State::kDone;
-    swapcontext(&block->running->context, &block->scheduler);  // never resumed
-  }
+  if (offset + bytes > kMaxStaticShared)
+    kernel_error("static shared memory of " + std::to_string(offset + bytes) +
+                 " bytes exceeds the 49152 bytes per block");
   block->static_offsets[tag] = offset;
   block->static_used = offset + bytes;
   return block->static_arena + offset;

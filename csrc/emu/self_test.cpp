@@ -52,6 +52,47 @@ __global__ void static_shared_kernel(int64_t* out) {
   out[threadIdx.x] = first[threadIdx.x] + second[threadIdx.x];
 }
 
+// One warp: D = A (16x16, row-major) x B (16x16, col-major) + 1 on m16n16k16 half fragments, A
+// and B staged in shared memory at `offset` elements (1: misaligned).
+__global__ void wmma_kernel(const float* a, const float* b, float* d, int offset) {
+  namespace wmma = nvcuda::wmma;
+  CONVPOOL_DYNAMIC_SHARED(__half, tiles);
+  __half* a_tile = tiles + offset;
+  __half* b_tile = tiles + 512;
+  for (int e = threadIdx.x; e < 256; e += 32) {
+    a_tile[e] = __float2half(a[e]);
+    b_tile[e] = __float2half(b[e]);
+  }
+  __syncwarp();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 1.0f);
+  wmma::load_matrix_sync(fa, a_tile, 16);
+  wmma::load_matrix_sync(fb, b_tile, 16);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
+// One warp: D = A x B on m16n16k8 tf32 fragments, the inputs rounded with __float_to_tf32.
+__global__ void wmma_tf32_kernel(const float* a, const float* b, float* d) {
+  namespace wmma = nvcuda::wmma;
+  CONVPOOL_DYNAMIC_SHARED(float, tiles);
+  for (int e = threadIdx.x; e < 128; e += 32) {
+    tiles[e] = wmma::__float_to_tf32(a[e]);
+    tiles[128 + e] = wmma::__float_to_tf32(b[e]);
+  }
+  __syncwarp();
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::load_matrix_sync(fa, tiles, 8);
+  wmma::load_matrix_sync(fb, tiles + 128, 16);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
 __global__ void atomic_kernel(int64_t* counter) { atomicAdd(counter, int64_t(threadIdx.x)); }
 
 }  // namespace
@@ -73,6 +114,28 @@ std::vector<int64_t> self_test(const std::string& name) {
   if (name == "warp_divergent") {
     std::vector<int64_t> out(32);
     launch(warp_divergent_kernel, dim3(1), dim3(32), 0, nullptr, out.data());
+    return out;
+  }
+  if (name == "wmma" || name == "wmma_misaligned") {
+    // Small integers: exact in half, so the product is exact in fp32.
+    std::vector<float> a(256), b(256);
+    alignas(256) float d[256];  // like cudaMalloc'ed memory
+    for (int i = 0; i < 256; ++i) {
+      a[i] = static_cast<float>(i % 7 - 3);
+      b[i] = static_cast<float>(i % 5 - 2);
+    }
+    launch(wmma_kernel, dim3(1), dim3(32), 1024 * sizeof(__half), nullptr, a.data(), b.data(),
+           d, name == "wmma" ? 0 : 1);
+    return std::vector<int64_t>(d, d + 256);
+  }
+  if (name == "wmma_tf32") {
+    // 1 + 2^-12 rounds to 1 in tf32 (10 mantissa bits): D = A x B with A, B all ones -> 8.
+    std::vector<float> a(128, 1.0f + 1.0f / 4096), b(128, 1.0f);
+    alignas(256) float d[256];
+    launch(wmma_tf32_kernel, dim3(1), dim3(32), 256 * sizeof(float), nullptr, a.data(), b.data(),
+           d);
+    std::vector<int64_t> out(256);
+    for (int i = 0; i < 256; ++i) out[i] = static_cast<int64_t>(d[i] * 4096);
     return out;
   }
   if (name == "atomic") {
