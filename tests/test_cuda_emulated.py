@@ -2,7 +2,10 @@
 parity with torch.nn.functional (float64 reference) for every kernel, dtype, layout and thread
 order; bitwise-deterministic backward; PyTorch's OpInfo samples; the emulator's own checks.
 
-Needs a build with CONVPOOL_BUILD_EMU=1; skipped otherwise."""
+Needs a build with CONVPOOL_BUILD_EMU=1; skipped otherwise, unless CONVPOOL_REQUIRE_EMU=1 (CI),
+which makes a build without the emulator an error."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,9 @@ from convpool.testing import ORDERS, cuda_emulation, emulator_available
 
 import cuda_cases as cc
 
+if not emulator_available() and os.environ.get("CONVPOOL_REQUIRE_EMU", "0") == "1":
+    raise RuntimeError("CONVPOOL_REQUIRE_EMU=1 but convpool was built without the CUDA emulator "
+                       "(build with CONVPOOL_BUILD_EMU=1)")
 pytestmark = pytest.mark.skipif(not emulator_available(),
                                 reason="convpool built without CONVPOOL_BUILD_EMU=1")
 
