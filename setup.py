@@ -16,8 +16,9 @@ from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Architectures to compile for when none is given and no GPU can be asked (torch's BuildExtension
-# fails then): Volta to Hopper, plus PTX for newer GPUs.
+# fails then): Volta (Turing from CUDA 13, which dropped Volta) to Hopper, plus PTX for newer GPUs.
 DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+DEFAULT_CUDA_ARCHS_CUDA13 = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def flag(name):
@@ -57,7 +58,9 @@ def extension():
 
     if want_cuda(cuda_sources):
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+            cuda_major = int((torch.version.cuda or "0").split(".")[0])
+            os.environ["TORCH_CUDA_ARCH_LIST"] = (
+                DEFAULT_CUDA_ARCHS_CUDA13 if cuda_major >= 13 else DEFAULT_CUDA_ARCHS)
         # torch's CUDA headers include cusparse.h & co., which pip's CUDA wheels put here.
         import nvidia
 

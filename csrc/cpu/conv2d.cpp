@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../conv2d_op.h"
+#include "../emu/routing.h"
 
 namespace convpool::cpu {
 namespace {
@@ -304,11 +305,14 @@ struct Conv2dBackend {
   }
 };
 
+// Routed: the emulated CUDA kernels instead under convpool.testing.cuda_emulation().
+using CpuConv2dBackend = RoutedConv2dBackend<Conv2dBackend>;
+
 TORCH_LIBRARY_IMPL(convpool, CPU, m) {
-  m.impl("conv2d", &convpool::conv2d<Conv2dBackend>);
-  m.impl("conv2d_grad_input", &convpool::conv2d_grad_input<Conv2dBackend>);
-  m.impl("conv2d_grad_weight", &convpool::conv2d_grad_weight<Conv2dBackend>);
-  m.impl("conv2d_grad_bias", &convpool::conv2d_grad_bias<Conv2dBackend>);
+  m.impl("conv2d", &convpool::conv2d<CpuConv2dBackend>);
+  m.impl("conv2d_grad_input", &convpool::conv2d_grad_input<CpuConv2dBackend>);
+  m.impl("conv2d_grad_weight", &convpool::conv2d_grad_weight<CpuConv2dBackend>);
+  m.impl("conv2d_grad_bias", &convpool::conv2d_grad_bias<CpuConv2dBackend>);
 }
 
 }  // namespace convpool::cpu

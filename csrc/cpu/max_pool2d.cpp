@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../max_pool2d_op.h"
+#include "../emu/routing.h"
 #include "isa.h"
 
 namespace convpool::cpu {
@@ -367,9 +368,12 @@ struct MaxPool2dBackend {
   }
 };
 
+// Routed: the emulated CUDA kernels instead under convpool.testing.cuda_emulation().
+using CpuMaxPool2dBackend = RoutedMaxPool2dBackend<MaxPool2dBackend>;
+
 TORCH_LIBRARY_IMPL(convpool, CPU, m) {
-  m.impl("max_pool2d", &convpool::max_pool2d<MaxPool2dBackend>);
-  m.impl("max_pool2d_backward", &convpool::max_pool2d_backward<MaxPool2dBackend>);
+  m.impl("max_pool2d", &convpool::max_pool2d<CpuMaxPool2dBackend>);
+  m.impl("max_pool2d_backward", &convpool::max_pool2d_backward<CpuMaxPool2dBackend>);
 }
 
 }  // namespace convpool::cpu

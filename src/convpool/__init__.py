@@ -7,6 +7,7 @@ import torch  # noqa: F401  (libtorch must be loaded before our extension)
 
 from . import _C  # noqa: F401  (registers the torch.ops.convpool schemas and kernels)
 from . import _fake, autograd  # noqa: F401  (fake kernels and autograd formulas of those ops)
+from . import testing  # noqa: F401  (convpool.testing.cuda_emulation)
 from .convert import convert
 from .functional import conv2d, max_pool2d
 from .modules import Conv2d, MaxPool2d
