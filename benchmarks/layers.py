@@ -9,6 +9,7 @@ Pool ops: max_pool2d forward without and with indices, and its backward
 given the indices it produced itself.
 """
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -60,6 +61,9 @@ class Op:
     flops: Optional[float] = None
     bytes: Optional[float] = None
     indices_at: Optional[int] = None  # output position holding max_pool2d indices
+    # > 0: also allow this many times torch's own error against float64 (whole models, whose
+    # conditioning amplifies rounding beyond any per-layer rule).
+    torch_error_factor: float = 0.0
 
 
 def _layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -185,10 +189,11 @@ def compare(op: Op, torch_out, convpool_out, reference_out, precision: Precision
         vs_torch, vs_f64 = error_stats(c, t), error_stats(c, r)
         torch_vs_f64 = error_stats(t, r)
         rtol, atol = tolerance(precision.dtype, op.reductions[i], precision.tf32)
-        allowed = atol + rtol * vs_f64["ref_max"]
+        floor = op.torch_error_factor * torch_vs_f64["max_abs"]
+        allowed = max(atol + rtol * vs_f64["ref_max"], floor)
         ratio = vs_f64["max_abs"] / allowed if allowed > 0 else (
             0.0 if vs_f64["max_abs"] == 0 else math.inf)
-        reason = check_errors(vs_torch, vs_f64, rtol, atol)
+        reason = check_errors(vs_torch, vs_f64, rtol, atol, floor)
         if reason:
             reasons.append(f"output {i}: {reason}" if len(torch_out) > 1 else reason)
         if c.shape == t.shape and _memory_format(c) != _memory_format(t):
@@ -196,7 +201,7 @@ def compare(op: Op, torch_out, convpool_out, reference_out, precision: Precision
         candidate = {
             "err_torch_abs": vs_torch["max_abs"], "err_torch_rel": vs_torch["max_rel"],
             "err_f64_abs": vs_f64["max_abs"], "err_f64_rel": vs_f64["max_rel"],
-            "torch_err_f64_rel": torch_vs_f64["max_rel"], "rtol": rtol, "atol": atol,
+            "torch_err_f64_rel": torch_vs_f64["max_rel"], "allowed_abs": allowed,
             "_ratio": ratio,
         }
         if worst is None or not candidate["_ratio"] <= worst["_ratio"]:
@@ -215,6 +220,7 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
            min_run_time: float, measure_memory: bool = True) -> Dict:
     """Correctness first (one call per side plus the reference), then memory, then timing."""
     row: Dict = {"op": op.name}
+    started = time.perf_counter()
     try:
         torch_out = _as_tuple(op.torch_fn())
         convpool_out = _as_tuple(op.convpool_fn())
@@ -227,10 +233,11 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
         torch_s, convpool_s = time_alternating(op.torch_fn, op.convpool_fn, threads, rounds,
                                                min_run_time)
     except Exception as error:  # a crash is a result too: reported and flagged, never hidden
-        row.update({"flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}"})
+        row.update({"flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                    "bench_s": time.perf_counter() - started})
         return row
     row.update({"torch_ms": torch_s * 1e3, "convpool_ms": convpool_s * 1e3,
-                "R": torch_s / convpool_s})
+                "R": torch_s / convpool_s, "bench_s": time.perf_counter() - started})
     if op.flops:
         row.update({"unit": "GFLOP/s", "torch_rate": op.flops / torch_s / 1e9,
                     "convpool_rate": op.flops / convpool_s / 1e9})

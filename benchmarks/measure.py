@@ -72,10 +72,10 @@ def error_stats(out: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
 
 
 def check_errors(vs_torch: Dict[str, float], vs_f64: Dict[str, float], rtol: float,
-                 atol: float) -> Optional[str]:
+                 atol: float, floor: float = 0.0) -> Optional[str]:
     """Why a result is out of tolerance (None when it is within). The allowance against the
-    float64 reference is atol + rtol * max|ref64|; against torch it is twice that."""
-    allowed = atol + rtol * vs_f64["ref_max"]
+    float64 reference is max(atol + rtol * max|ref64|, floor); against torch it is twice that."""
+    allowed = max(atol + rtol * vs_f64["ref_max"], floor)
     reasons = []
     if not vs_f64["max_abs"] <= allowed:  # `not <=` so NaN fails too
         reasons.append(f"vs f64 {vs_f64['max_abs']:.3g} > {allowed:.3g}")

@@ -6,10 +6,11 @@ forward, cross-entropy loss, backward to every parameter; the optimizer update i
 sides, so it is left out). Errors: inference compares the logits; the train step compares every
 parameter gradient, concatenated (max_abs over all of them, max_rel against the largest
 gradient). The float64 reference is the stock model in float64 on the same input.
-Tolerance: the deepest layer's reduction length is not a good model of error through a network
-(BatchNorm, residual sums, ReLU switching), so models use the dtype's torch.testing tolerance
-scaled by sqrt(L) with a fixed L = 4096 -- loose enough for float rounding through ~20 layers,
-orders of magnitude below what a wrong kernel produces.
+Tolerance: one layer's reduction length is not a good model of error through a network
+(BatchNorm on small batches, residual sums, ReLU switching), so a model's allowance against the
+float64 model is the larger of (a) the dtype's torch.testing tolerance scaled by sqrt(L) with a
+fixed L = 4096 and (b) 4 times the stock torch model's own error against float64: convpool may
+be a little less accurate than torch, not a lot -- a wrong kernel is off by orders of magnitude.
 """
 import copy
 from typing import Dict, List
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover
 
 MODEL_NAMES = ["resnet18", "mobilenet_v2", "vgg11"]
 MODEL_REDUCTION_LENGTH = 4096
+TORCH_ERROR_FACTOR = 4.0
 
 
 def model_ops(name: str, batch: int, image_size: int, channels_last: bool,
@@ -65,7 +67,9 @@ def model_ops(name: str, batch: int, image_size: int, channels_last: bool,
     # running statistics, which eval mode uses.
     return [
         Op("inference", lambda: infer(stock, x), lambda: infer(ours, x),
-           lambda: infer(reference, x64), [MODEL_REDUCTION_LENGTH]),
+           lambda: infer(reference, x64), [MODEL_REDUCTION_LENGTH],
+           torch_error_factor=TORCH_ERROR_FACTOR),
         Op("train step", lambda: train_step(stock, x), lambda: train_step(ours, x),
-           lambda: train_step(reference, x64), [MODEL_REDUCTION_LENGTH]),
+           lambda: train_step(reference, x64), [MODEL_REDUCTION_LENGTH],
+           torch_error_factor=TORCH_ERROR_FACTOR),
     ]

@@ -121,14 +121,15 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
     faster, slower = "#2a9d3f", "#d1495b"
     files = []
 
-    def bar_chart(labels, values, flags, title, path):
+    def bar_chart(labels, values, flags, groups, title, path):
         height = max(2.5, 0.28 * len(labels) + 1.6)
         fig, ax = plt.subplots(figsize=(11, height))
         positions = list(range(len(labels)))[::-1]  # first row at the top
         finite = [v for v in values if v]
         for y, value, flag in zip(positions, values, flags):
             if value:
-                ax.barh(y, value, left=0, color=faster if value > 1 else slower,
+                # Bars start at R = 1 and grow right (faster) or left (slower).
+                ax.barh(y, value - 1.0, left=1.0, color=faster if value > 1 else slower,
                         hatch="//" if flag else None, edgecolor="black" if flag else None,
                         height=0.7)
                 ax.text(value * (1.04 if value > 1 else 0.96), y,
@@ -137,6 +138,9 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
             else:
                 ax.text(1.0, y, "  ERROR (no timing)", va="center", ha="left", fontsize=8,
                         color="black")
+        for y, (group, previous) in zip(positions[1:], zip(groups[1:], groups)):
+            if group != previous:  # a thin rule between cases / suites
+                ax.axhline(y + 0.5, color="grey", linewidth=0.6)
         ax.set_xscale("log")
         low = min(finite + [1.0]) / 2.2
         high = max(finite + [1.0]) * 2.2
@@ -160,6 +164,7 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
         labels = [f"{m['case']} | {m['op']} | {m['layout']} N={m['batch']}" for m in members]
         name = f"R_{_slug(device)}_{_slug(precision)}_{_slug(suite)}.png"
         bar_chart(labels, [m.get("R") for m in members], [bool(m.get("flag")) for m in members],
+                  [m["case"] for m in members],
                   f"convpool vs torch.nn.functional: {suite} ({device}, {precision})",
                   os.path.join(out_dir, name))
         files.append(name)
@@ -168,6 +173,7 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
     if per_suite:
         labels = [f"{s['suite']} | {s['op']} ({s['device']}, {s['precision']})" for s in per_suite]
         bar_chart(labels, [s["geomean_R"] for s in per_suite], [s["flagged"] > 0 for s in per_suite],
+                  [(s["device"], s["precision"], s["suite"]) for s in per_suite],
                   "Geometric mean of R per suite and operation", os.path.join(out_dir,
                                                                              "R_summary.png"))
         files.insert(0, "R_summary.png")
