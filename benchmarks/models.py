@@ -27,12 +27,22 @@ except ImportError:  # pragma: no cover
     from .layers import Op, Precision
 
 MODEL_NAMES = ["resnet18", "mobilenet_v2", "vgg11"]
+# --quick leaves out vgg11's train step: its time goes to the 100M-parameter classifier
+# (Linear layers, the same code on both sides), not to convolutions, and it would take ~40% of
+# the quick budget.
+QUICK_SKIPPED_OPS = {("vgg11", "train step")}
+MODEL_OPS = ["inference", "train step"]
+
+
+def model_op_names(name: str, quick: bool):
+    return [op for op in MODEL_OPS if not (quick and (name, op) in QUICK_SKIPPED_OPS)]
 MODEL_REDUCTION_LENGTH = 4096
 TORCH_ERROR_FACTOR = 4.0
 
 
 def model_ops(name: str, batch: int, image_size: int, channels_last: bool,
-              precision: Precision, device: torch.device, generator: torch.Generator) -> List[Op]:
+              precision: Precision, device: torch.device, generator: torch.Generator,
+              quick: bool = False) -> List[Op]:
     torch.manual_seed(0)  # the random init of the weights
     stock = getattr(torchvision.models, name)(weights=None, num_classes=1000)
     reference = copy.deepcopy(stock).to(device, torch.float64)
@@ -65,7 +75,7 @@ def model_ops(name: str, batch: int, image_size: int, channels_last: bool,
 
     # Inference is compared before any train step runs: train-mode forwards update BatchNorm's
     # running statistics, which eval mode uses.
-    return [
+    ops = [
         Op("inference", lambda: infer(stock, x), lambda: infer(ours, x),
            lambda: infer(reference, x64), [MODEL_REDUCTION_LENGTH],
            torch_error_factor=TORCH_ERROR_FACTOR),
@@ -73,3 +83,4 @@ def model_ops(name: str, batch: int, image_size: int, channels_last: bool,
            lambda: train_step(reference, x64), [MODEL_REDUCTION_LENGTH],
            torch_error_factor=TORCH_ERROR_FACTOR),
     ]
+    return [op for op in ops if op.name in model_op_names(name, quick)]

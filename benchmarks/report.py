@@ -1,4 +1,6 @@
-"""Console table, results.json, report.md and PNG plots from the benchmark rows."""
+"""Console table, results.json, report.md and PNG plots from the benchmark rows.
+
+`python benchmarks/report.py [results.json]` redraws report.md and the plots from a saved run."""
 import json
 import math
 import os
@@ -6,6 +8,7 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
+SIMD_FLAG_PREFIXES = ("sse4", "avx", "fma", "amx", "f16c", "neon", "asimd", "sve")
 KEY_FIELDS = ["device", "precision", "suite", "case", "shape", "layout", "batch", "op"]
 
 
@@ -145,6 +148,12 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
         low = min(finite + [1.0]) / 2.2
         high = max(finite + [1.0]) * 2.2
         ax.set_xlim(low, high)
+        # Plain-number ticks (0.2, 0.5, 1, 2, ...) read faster than powers of ten.
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+        ticks = [m * 10.0 ** e for e in range(-4, 5) for m in (1, 2, 5)]
+        ax.xaxis.set_major_locator(FixedLocator([t for t in ticks if low <= t <= high]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_yticks(positions)
         ax.set_yticklabels(labels, fontsize=8)
@@ -183,7 +192,12 @@ def write_plots(out_dir: str, rows: List[Dict], summary: List[Dict]) -> List[str
 def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
                    plots: List[str], method: str):
     lines = ["# convpool vs torch.nn.functional", ""]
-    lines += [f"- {key}: {value}" for key, value in meta.items() if key != "command"]
+    for key, value in meta.items():
+        if key == "cpu_flags":  # the full list is in results.json; the SIMD ones matter here
+            simd = [f for f in str(value).split() if f.startswith(SIMD_FLAG_PREFIXES)]
+            lines.append(f"- cpu_flags (SIMD; all in results.json): {' '.join(simd)}")
+        elif key != "command":
+            lines.append(f"- {key}: {value}")
     lines += [f"- command: `{meta.get('command', '')}`", ""]
     flagged = [r for r in rows if r.get("flag")]
     lines += ["## Summary", "",
@@ -222,3 +236,28 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
     lines += ["## Method", "", method.strip(), ""]
     with open(path, "w") as out:
         out.write("\n".join(lines))
+
+
+def rerender(json_path: str):
+    """Rewrite report.md and the plots next to an existing results.json (no re-measuring)."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import layers
+    import measure
+    import models
+    with open(json_path) as source:
+        data = json.load(source)
+    out_dir = os.path.dirname(os.path.abspath(json_path))
+    rows = [{k: (float(v) if v in ("inf", "nan", "-inf") else v) for k, v in r.items()}
+            for r in data["rows"]]
+    summary = summarize(rows)
+    plots = write_plots(out_dir, rows, summary)
+    write_markdown(os.path.join(out_dir, "report.md"), data["meta"], rows, summary, plots,
+                   "\n\n".join([measure.__doc__, layers.__doc__, models.__doc__]))
+    print("\n".join(summary_lines(summary)))
+
+
+if __name__ == "__main__":
+    import sys
+    rerender(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "out", "results.json"))

@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--reps", type=int, default=None,
                         help="alternated timing rounds per side (default 3, quick 2)")
     parser.add_argument("--min-time", type=float, default=None,
-                        help="seconds per blocked_autorange (default 0.2, quick 0.02)")
+                        help="seconds per blocked_autorange (default 0.2, quick 0.01)")
     parser.add_argument("--train-batch", type=int, default=None,
                         help="the training batch size (default: quick 2, CPU 8, CUDA 32)")
     parser.add_argument("--layout", nargs="+", choices=["NCHW", "NHWC"], default=["NCHW", "NHWC"],
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     args.suite = args.suite or list(suites.ALL_SUITES)
     args.reps = args.reps or (2 if args.quick else 3)
     if args.min_time is None:
-        args.min_time = 0.02 if args.quick else 0.2
+        args.min_time = 0.01 if args.quick else 0.2
     args.image_size = args.image_size or (64 if args.quick else 224)
     return args
 
@@ -129,6 +129,8 @@ def metadata(args, devices) -> Dict:
         "convpool": getattr(convpool, "__version__", "unknown"),
         **cpu_info(), **gpu_info(),
         "threads": torch.get_num_threads(),
+        # Other work on the machine makes timings noisy: record how busy it was.
+        "load_average_at_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "devices": ", ".join(str(d) for d in devices),
         "tf32": ("per precision row: 'float32' = TF32 off, 'float32+tf32' = TF32 on "
                  "(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32, "
@@ -140,7 +142,7 @@ def metadata(args, devices) -> Dict:
 
 
 def plan(args, device: torch.device):
-    """(kind, suite, case_name, shape, channels_last, batch, make_ops) per case on a device."""
+    """(kind, suite, case_name, shape, channels_last, batch, op_count, make_ops) per case."""
     train_batch = args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
     args.train_batch = train_batch
     batches = [1, train_batch]
@@ -152,6 +154,7 @@ def plan(args, device: torch.device):
             for batch in batches:
                 tasks.append(("conv" if is_conv else "pool", case.suite, case.name,
                               case.describe(), layout == "NHWC", batch,
+                              len(layers.CONV_OPS if is_conv else layers.POOL_OPS),
                               lambda p, g, case=case, batch=batch, layout=layout, make=make:
                               make(case, batch, layout == "NHWC", p, device, g)))
     if "models" in args.suite:
@@ -162,14 +165,11 @@ def plan(args, device: torch.device):
                 for batch in model_batches:
                     tasks.append(("model", "models", name,
                                   f"3x{args.image_size}x{args.image_size}", layout == "NHWC",
-                                  batch,
+                                  batch, len(models.model_op_names(name, args.quick)),
                                   lambda p, g, name=name, batch=batch, layout=layout:
                                   models.model_ops(name, batch, args.image_size, layout == "NHWC",
-                                                   p, device, g)))
+                                                   p, device, g, quick=args.quick)))
     return tasks
-
-
-OPS_PER_KIND = {"conv": len(layers.CONV_OPS), "pool": len(layers.POOL_OPS), "model": 2}
 
 
 def main(argv=None) -> int:
@@ -188,10 +188,10 @@ def main(argv=None) -> int:
     print(report.console_header())
     rows: List[Dict] = []
     started = time.perf_counter()
-    total_ops = sum(OPS_PER_KIND[task[0]] for _, _, task in work)
+    total_ops = sum(task[6] for _, _, task in work)
     with tqdm(total=total_ops, unit="op", file=sys.stderr, dynamic_ncols=True,
               disable=None) as progress:
-        for device, precision, (kind, suite, case_name, shape, channels_last, batch,
+        for device, precision, (kind, suite, case_name, shape, channels_last, batch, op_count,
                                 make_ops) in work:
             precision.apply(device)
             progress.set_description(f"{suite}/{case_name}"[:40])
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
                        "flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
                 rows.append(row)
                 progress.write(report.console_line(row))
-                progress.update(OPS_PER_KIND[kind])
+                progress.update(op_count)
             for op in ops:
                 row = {**identity, **layers.run_op(op, precision, device, args.threads,
                                                    args.reps, args.min_time)}
@@ -217,6 +217,7 @@ def main(argv=None) -> int:
                 progress.update(1)
             del ops
     meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    meta["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
 
     summary = report.summarize(rows)
     lines = report.summary_lines(summary)

@@ -80,7 +80,7 @@ def _conv(suite, name, cin, cout, hw, k, s=1, p=0, d=1, g=1, bias=False, quick=F
 # Table 1, 224x224 input; strides placed as torchvision's implementation (ResNet v1.5: the stride
 # of a bottleneck sits on its 3x3 conv). Bias-free convs (BatchNorm follows).
 RESNET18 = [
-    _conv("resnet18", "conv1", 3, 64, 224, 7, 2, 3, quick=True),
+    _conv("resnet18", "conv1", 3, 64, 224, 7, 2, 3),
     _conv("resnet18", "layer1.conv", 64, 64, 56, 3, 1, 1, quick=True),
     _conv("resnet18", "layer2.0.conv1", 64, 128, 56, 3, 2, 1),
     _conv("resnet18", "layer2.0.downsample", 64, 128, 56, 1, 2, 0),
