@@ -188,12 +188,20 @@ def main(argv=None) -> int:
     print(report.console_header())
     rows: List[Dict] = []
     started = time.perf_counter()
+    current = None
     total_ops = sum(task[6] for _, _, task in work)
     with tqdm(total=total_ops, unit="op", file=sys.stderr, dynamic_ncols=True,
               disable=None) as progress:
         for device, precision, (kind, suite, case_name, shape, channels_last, batch, op_count,
                                 make_ops) in work:
             precision.apply(device)
+            if (device, precision.label) != current:
+                current = (device, precision.label)
+                settings = (f"TF32 {'on' if precision.tf32 else 'off'} for both sides "
+                            f"(cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+                            f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32})"
+                            if device.type == "cuda" else f"{torch.get_num_threads()} threads")
+                progress.write(f"== {device.type} {precision.label}: {settings} ==")
             progress.set_description(f"{suite}/{case_name}"[:40])
             identity = {"device": device.type, "precision": precision.label,
                         "dtype": str(precision.dtype).replace("torch.", ""), "kind": kind,
