@@ -16,7 +16,8 @@ Tolerance rule (`tolerance`): torch.testing.assert_close's default (rtol, atol) 
 both scaled by sqrt(L), L the length of the reduction behind each output element (a dot product
 of L rounded terms has a rounding error growing like sqrt(L) for random data). A result passes
 when max_abs <= atol * sqrt(L) + rtol * sqrt(L) * max|ref64|, ref64 the float64 reference. Against
-torch (itself within tolerance of ref64) the allowance doubles. Max pooling forward selects
+torch the allowance doubles, checked only where torch itself is within tolerance of ref64
+(where it is not, the row gets a note, not a flag: torch is the inaccurate side). Max pooling forward selects
 elements, so L = 1 and the result must be exact up to that allowance; indices must equal torch's.
 
 Memory (`peak_extra_memory`): on CUDA, torch.cuda.max_memory_allocated() - memory_allocated()
@@ -72,14 +73,16 @@ def error_stats(out: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
 
 
 def check_errors(vs_torch: Dict[str, float], vs_f64: Dict[str, float], rtol: float,
-                 atol: float, floor: float = 0.0) -> Optional[str]:
+                 atol: float, floor: float = 0.0, torch_within: bool = True) -> Optional[str]:
     """Why a result is out of tolerance (None when it is within). The allowance against the
-    float64 reference is max(atol + rtol * max|ref64|, floor); against torch it is twice that."""
+    float64 reference is max(atol + rtol * max|ref64|, floor); against torch it is twice that,
+    checked only when torch itself is within the allowance of float64 (torch_within): when
+    torch is the inaccurate side, disagreeing with it is no fault of convpool's."""
     allowed = max(atol + rtol * vs_f64["ref_max"], floor)
     reasons = []
     if not vs_f64["max_abs"] <= allowed:  # `not <=` so NaN fails too
         reasons.append(f"vs f64 {vs_f64['max_abs']:.3g} > {allowed:.3g}")
-    if not vs_torch["max_abs"] <= 2 * allowed:
+    if torch_within and not vs_torch["max_abs"] <= 2 * allowed:
         reasons.append(f"vs torch {vs_torch['max_abs']:.3g} > {2 * allowed:.3g}")
     return "; ".join(reasons) or None
 

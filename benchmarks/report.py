@@ -49,7 +49,8 @@ COLUMNS = [
                                          f"{_fmt(r.get('err_f64_rel'), '.1e')}"),
     ("torch rel vs f64", 8, lambda r: _fmt(r.get("torch_err_f64_rel"), ".1e")),
     ("mem MiB torch/cp", 13, lambda r: f"{_mem(r.get('torch_mem'))}/{_mem(r.get('convpool_mem'))}"),
-    ("flag", 0, lambda r: f"FLAG: {r['flag']}" if r.get("flag") else ""),
+    ("flag", 0, lambda r: f"FLAG: {r['flag']}" if r.get("flag") else (
+        f"note: {r['note']}" if r.get("note") else "")),
 ]
 
 
@@ -200,6 +201,14 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
             lines.append(f"- {key}: {value}")
     lines += [f"- command: `{meta.get('command', '')}`", ""]
     flagged = [r for r in rows if r.get("flag")]
+    cores = os.cpu_count() or 1
+    loads = [float(str(meta.get(k, "0")).split()[0] or 0)
+             for k in ("load_average_at_start", "load_average_at_end")]
+    if max(loads) > cores:
+        # Other processes competed for the cores: wall-clock times (and R) are unreliable.
+        lines += [f"> **Warning: the 1-minute load average reached {max(loads):.1f} on {cores} "
+                  "cores during this run; other processes competed for the CPU, so times and R "
+                  "are noisy. Errors and flags are unaffected.**", ""]
     lines += ["## Summary", "",
               "Geometric mean of R = torch time / convpool time (R > 1: convpool faster).", "",
               "| device | precision | suite | op | geomean R | rows | flagged |",

@@ -232,6 +232,10 @@ def main(argv=None) -> int:
     flagged = [r for r in rows if r.get("flag")]
     print("\nSummary (geometric mean of R = torch time / convpool time; > 1: convpool faster)")
     print("\n".join(lines))
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores: other processes "
+              "competed for the CPU, times and R are noisy (errors are not)")
     print(f"{len(flagged)} of {len(rows)} rows flagged"
           + (": see FLAG above and report.md" if flagged else ""))
     plots = [] if args.no_plots else report.write_plots(args.out, rows, summary)

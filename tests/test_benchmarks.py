@@ -124,3 +124,16 @@ def test_model_ops_compare_stock_and_converted():
         row = layers.run_op(op, precision, torch.device("cpu"), 1, 1, 0, measure_memory=False)
         assert row["flag"] is None, row
         assert all(row[c] is not None for c in ERROR_COLUMNS)
+
+
+def test_disagreeing_with_an_inaccurate_torch_is_a_note_not_a_flag():
+    x = torch.randn(1, 3, 6, 6)
+    w = torch.randn(2, 3, 3, 3)
+    exact = torch.nn.functional.conv2d(x.double(), w.double())
+    torch_out = (exact + 0.5).float()  # torch is the wrong side here
+    op = Op("forward", None, None, None, [27])
+    row = layers.compare(op, (torch_out,), (exact.float(),), (exact,), Precision(torch.float32))
+    assert row["flag"] is None and "torch itself off" in row["note"]
+    assert "note: torch itself off" in report.console_line(
+        {"suite": "u", "case": "c", "shape": "s", "layout": "NCHW", "batch": 1, "op": "forward",
+         **row})
