@@ -145,7 +145,7 @@ def plan(args, device: torch.device):
     """(kind, suite, case_name, shape, channels_last, batch, op_count, make_ops) per case."""
     train_batch = args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
     args.train_batch = train_batch
-    batches = [1, train_batch]
+    batches = sorted({1, train_batch})  # --train-batch 1: inference batch only
     tasks = []
     for case in suites.cases_for([s for s in args.suite if s != "models"], args.quick):
         is_conv = isinstance(case, suites.ConvCase)
