@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 aten = torch.ops.aten
 CONV_OPS = ["forward", "grad_input", "grad_weight", "fwd+bwd"]
 POOL_OPS = ["forward", "forward+indices", "backward"]
+ERROR_COLUMNS = ["err_torch_abs", "err_torch_rel", "err_f64_abs", "err_f64_rel"]
 
 
 @dataclass
@@ -225,21 +226,27 @@ def compare(op: Op, torch_out, convpool_out, reference_out, precision: Precision
 def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rounds: int,
            min_run_time: float, measure_memory: bool = True) -> Dict:
     """Correctness first (one call per side plus the reference), then memory, then timing."""
-    row: Dict = {"op": op.name}
+    row: Dict = {"op": op.name, **{column: None for column in ERROR_COLUMNS}}
     started = time.perf_counter()
+    stage = "torch"
     try:
         torch_out = _as_tuple(op.torch_fn())
+        stage = "convpool"
         convpool_out = _as_tuple(op.convpool_fn())
+        stage = "float64 reference"
         reference_out = _as_tuple(op.reference_fn())
+        stage = "comparison"
         row.update(compare(op, torch_out, convpool_out, reference_out, precision))
         del torch_out, convpool_out, reference_out
+        stage = "memory / timing"
         if measure_memory:
             row["torch_mem"] = peak_extra_memory(op.torch_fn, device)
             row["convpool_mem"] = peak_extra_memory(op.convpool_fn, device)
         torch_s, convpool_s = time_alternating(op.torch_fn, op.convpool_fn, threads, rounds,
                                                min_run_time)
     except Exception as error:  # a crash is a result too: reported and flagged, never hidden
-        row.update({"flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        row.update({"flag": f"ERROR in {stage}: {type(error).__name__}: {message}",
                     "bench_s": time.perf_counter() - started})
         return row
     row.update({"torch_ms": torch_s * 1e3, "convpool_ms": convpool_s * 1e3,

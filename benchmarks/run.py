@@ -212,7 +212,7 @@ def main(argv=None) -> int:
                 ops = make_ops(precision, generator)
             except Exception as error:  # building inputs or converting a model failed
                 ops = []
-                row = {**identity, "op": "setup",
+                row = {**identity, "op": "setup", **{c: None for c in layers.ERROR_COLUMNS},
                        "flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
                 rows.append(row)
                 progress.write(report.console_line(row))

@@ -78,7 +78,8 @@ def test_wrong_result_is_flagged():
     def crash(x, w):
         raise RuntimeError("kernel exploded")
     crashed = layers.run_op(_op(crash), precision, torch.device("cpu"), 1, 1, 0)
-    assert crashed["flag"].startswith("ERROR RuntimeError: kernel exploded")
+    assert crashed["flag"] == "ERROR in convpool: RuntimeError: kernel exploded"
+    assert all(column in crashed for column in ERROR_COLUMNS)
     # The flag reaches the console and the Markdown report, not hidden.
     identity = {"device": "cpu", "precision": "float32", "kind": "conv", "suite": "unit",
                 "case": "wrong", "shape": "3->4 3x3", "layout": "NCHW", "batch": 2}
