@@ -242,8 +242,8 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
         if measure_memory:
             row["torch_mem"] = peak_extra_memory(op.torch_fn, device)
             row["convpool_mem"] = peak_extra_memory(op.convpool_fn, device)
-        torch_s, convpool_s = time_alternating(op.torch_fn, op.convpool_fn, threads, rounds,
-                                               min_run_time)
+        torch_s, convpool_s, torch_cpu_s, convpool_cpu_s = time_alternating(
+            op.torch_fn, op.convpool_fn, threads, rounds, min_run_time)
     except Exception as error:  # a crash is a result too: reported and flagged, never hidden
         message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         row.update({"flag": f"ERROR in {stage}: {type(error).__name__}: {message}",
@@ -251,6 +251,9 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
         return row
     row.update({"torch_ms": torch_s * 1e3, "convpool_ms": convpool_s * 1e3,
                 "R": torch_s / convpool_s, "bench_s": time.perf_counter() - started})
+    if device.type == "cpu":
+        row.update({"torch_cpu_ms": torch_cpu_s * 1e3, "convpool_cpu_ms": convpool_cpu_s * 1e3,
+                    "R_cpu": torch_cpu_s / convpool_cpu_s if convpool_cpu_s > 0 else None})
     if op.flops:
         row.update({"unit": "GFLOP/s", "torch_rate": op.flops / torch_s / 1e9,
                     "convpool_rate": op.flops / convpool_s / 1e9})

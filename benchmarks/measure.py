@@ -31,6 +31,7 @@ so treat it as a lower bound. None where the kernel does not allow resetting VmH
 import ctypes
 import math
 import statistics
+import time
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -89,15 +90,33 @@ def check_errors(vs_torch: Dict[str, float], vs_f64: Dict[str, float], rtol: flo
 
 def time_alternating(torch_fn: Callable[[], object], convpool_fn: Callable[[], object],
                      threads: int, rounds: int, min_run_time: float,
-                     ) -> Tuple[float, float]:
-    """Median seconds per call of each side, timed torch, convpool, torch, convpool, ..."""
-    torch_times, convpool_times = [], []
-    timers = [Timer("fn()", globals={"fn": fn}, num_threads=threads)
-              for fn in (torch_fn, convpool_fn)]
+                     ) -> Tuple[float, float, float, float]:
+    """Median seconds per call of each side, timed torch, convpool, torch, convpool, ...
+
+    Returns (torch wall, convpool wall, torch CPU, convpool CPU): wall time is what
+    blocked_autorange measures; CPU time is the process's CPU time (all threads) per call over
+    the same runs -- much less sensitive to other processes competing for the cores, though
+    it counts threads spinning while they wait. Meaningful on the CPU only."""
+    wall = ([], [])
+    cpu = ([], [])
+    calls = [0, 0]
+
+    def counted(side, fn):
+        def call():
+            calls[side] += 1
+            return fn()
+        return call
+
+    timers = [Timer("fn()", globals={"fn": counted(side, fn)}, num_threads=threads)
+              for side, fn in enumerate((torch_fn, convpool_fn))]
     for _ in range(max(1, rounds)):
-        for timer, times in zip(timers, (torch_times, convpool_times)):
-            times.append(timer.blocked_autorange(min_run_time=min_run_time).median)
-    return statistics.median(torch_times), statistics.median(convpool_times)
+        for side, timer in enumerate(timers):
+            calls_before, cpu_before = calls[side], time.process_time()
+            wall[side].append(timer.blocked_autorange(min_run_time=min_run_time).median)
+            cpu[side].append((time.process_time() - cpu_before)
+                             / max(1, calls[side] - calls_before))
+    return (statistics.median(wall[0]), statistics.median(wall[1]),
+            statistics.median(cpu[0]), statistics.median(cpu[1]))
 
 
 def _proc_status_kib(field: str) -> int:

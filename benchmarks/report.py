@@ -40,6 +40,7 @@ COLUMNS = [
     ("torch ms", 9, lambda r: _fmt(r.get("torch_ms"), ".3f")),
     ("convpool ms", 11, lambda r: _fmt(r.get("convpool_ms"), ".3f")),
     ("R", 6, lambda r: _fmt(r.get("R"), ".2f")),
+    ("R cpu", 6, lambda r: _fmt(r.get("R_cpu"), ".2f")),
     ("rate torch/cp", 19, lambda r: (f"{_fmt(r.get('torch_rate'), '.3g')}/"
                                      f"{_fmt(r.get('convpool_rate'), '.3g')} {r['unit']}"
                                      if r.get("unit") else "-")),
@@ -75,6 +76,7 @@ def summarize(rows: List[Dict]) -> List[Dict]:
         summary.append({
             "device": device, "precision": precision, "suite": suite, "op": op,
             "geomean_R": geomean([m.get("R") for m in members]),
+            "geomean_R_cpu": geomean([m.get("R_cpu") for m in members]),
             "rows": len(members), "flagged": sum(1 for m in members if m.get("flag")),
         })
     summary.sort(key=lambda s: (s["device"], s["precision"], s["suite"].startswith("all"),
@@ -89,7 +91,9 @@ def summary_lines(summary: List[Dict]) -> List[str]:
         verdict = "" if r is None else ("faster" if r > 1 else "slower")
         lines.append(f"{s['device']:<5} {s['precision']:<13} {s['suite']:<13} {s['op']:<16} "
                      f"geomean R = {_fmt(r, '.2f')} ({verdict}; {s['rows']} rows, "
-                     f"{s['flagged']} flagged)")
+                     f"{s['flagged']} flagged)"
+                     + (f"  R cpu-time = {s['geomean_R_cpu']:.2f}" if s.get("geomean_R_cpu")
+                        else ""))
     return lines
 
 
@@ -211,12 +215,16 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
                   "are noisy. Errors and flags are unaffected.**", ""]
     lines += ["## Summary", "",
               "Geometric mean of R = torch time / convpool time (R > 1: convpool faster).", "",
-              "| device | precision | suite | op | geomean R | rows | flagged |",
-              "|---|---|---|---|---:|---:|---:|"]
+              "R cpu: the same ratio of process CPU time per call (all threads), which other "
+              "processes competing for the cores disturb much less than wall time (CPU only).",
+              "",
+              "| device | precision | suite | op | geomean R | geomean R cpu | rows | flagged |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
     for s in summary:
         suite = f"**{s['suite']}**" if s["suite"].startswith("all") else s["suite"]
         lines.append(f"| {s['device']} | {s['precision']} | {suite} | {s['op']} | "
-                     f"{_fmt(s['geomean_R'], '.2f')} | {s['rows']} | {s['flagged']} |")
+                     f"{_fmt(s['geomean_R'], '.2f')} | {_fmt(s.get('geomean_R_cpu'), '.2f')} | "
+                     f"{s['rows']} | {s['flagged']} |")
     lines += ["", f"**{len(flagged)} of {len(rows)} rows flagged** (error above tolerance, "
               "wrong indices or layout, or a crash).", ""]
     if "R_summary.png" in plots:

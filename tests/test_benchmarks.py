@@ -38,7 +38,8 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
     assert len(rows) == (4 + 3) * 2 * 2
     assert {r["op"] for r in rows} == set(layers.CONV_OPS) | set(layers.POOL_OPS)
     for row in rows:
-        for column in ERROR_COLUMNS + ["torch_ms", "convpool_ms", "R", "torch_mem", "convpool_mem"]:
+        for column in ERROR_COLUMNS + ["torch_ms", "convpool_ms", "R", "R_cpu", "torch_mem",
+                                       "convpool_mem"]:
             assert column in row and row[column] is not None, (column, row)
         assert row["flag"] is None, row  # convpool is correct on these
     index_rows = [r for r in rows if r["op"] == "forward+indices"]
