@@ -136,15 +136,19 @@ def metadata(args, devices) -> Dict:
                  "(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32, "
                  "same for both sides)" if any(d.type == "cuda" for d in devices) else "n/a (CPU)"),
         "quick": args.quick, "timing_rounds": args.reps, "min_run_time_s": args.min_time,
-        "train_batch": args.train_batch, "layouts": " ".join(args.layout),
+        "train_batch": ", ".join(f"{d.type} {train_batch_for(args, d)}" for d in devices),
+        "layouts": " ".join(args.layout),
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
     }
 
 
+def train_batch_for(args, device: torch.device) -> int:
+    return args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
+
+
 def plan(args, device: torch.device):
     """(kind, suite, case_name, shape, channels_last, batch, op_count, make_ops) per case."""
-    train_batch = args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
-    args.train_batch = train_batch
+    train_batch = train_batch_for(args, device)
     batches = sorted({1, train_batch})  # --train-batch 1: inference batch only
     tasks = []
     for case in suites.cases_for([s for s in args.suite if s != "models"], args.quick):
