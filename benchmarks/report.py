@@ -212,7 +212,8 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
         # Other processes competed for the cores: wall-clock times (and R) are unreliable.
         lines += [f"> **Warning: the 1-minute load average reached {max(loads):.1f} on {cores} "
                   "cores during this run; other processes competed for the CPU, so times and R "
-                  "are noisy. Errors and flags are unaffected.**", ""]
+                  "are noisy (with several threads, R cpu too). Errors and flags are unaffected. "
+                  "Compare with --threads 1 or rerun on an idle machine.**", ""]
     lines += ["## Summary", "",
               "Geometric mean of R = torch time / convpool time (R > 1: convpool faster).", "",
               "R cpu: the same ratio of process CPU time per call (all threads), which other "

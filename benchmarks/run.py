@@ -239,7 +239,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores: other processes "
-              "competed for the CPU, times and R are noisy (errors are not)")
+              "competed for the CPU, times and R are noisy (errors are not); compare with "
+              "--threads 1 or on an idle machine")
     print(f"{len(flagged)} of {len(rows)} rows flagged"
           + (": see FLAG above and report.md" if flagged else ""))
     plots = [] if args.no_plots else report.write_plots(args.out, rows, summary)
