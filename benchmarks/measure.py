@@ -3,22 +3,26 @@
 Timing: torch.utils.benchmark.Timer(...).blocked_autorange(), which synchronises CUDA itself.
 The torch side and the convpool side are timed in alternation in the same process
 (torch, convpool, torch, convpool, ... `rounds` times) and each side's time is the median of
-its per-round medians, so slow drift of a shared machine hits both sides alike.
+its per-round medians, so slow drift of a shared machine hits both sides alike. Alongside, the
+process CPU time per call over the same runs (R cpu): less disturbed by other processes, but it
+counts worker threads spinning at barriers, so on a busy machine compare with --threads 1.
 
 Errors: for a result `out` and a reference `ref`,
     max_abs = max |out - ref|
     max_rel = max |out - ref| / max |ref|        (relative to the reference's largest magnitude;
                                                   element-wise ratios blow up near zeros)
-computed against torch's result AND against a float64 result computed on the CPU from the same
-(already rounded) inputs.
+computed against torch's result AND against torch's float64 result, on the same device, from
+float64 copies of the same (already rounded) inputs.
 
 Tolerance rule (`tolerance`): torch.testing.assert_close's default (rtol, atol) of the dtype,
 both scaled by sqrt(L), L the length of the reduction behind each output element (a dot product
 of L rounded terms has a rounding error growing like sqrt(L) for random data). A result passes
 when max_abs <= atol * sqrt(L) + rtol * sqrt(L) * max|ref64|, ref64 the float64 reference. Against
 torch the allowance doubles, checked only where torch itself is within tolerance of ref64
-(where it is not, the row gets a note, not a flag: torch is the inaccurate side). Max pooling forward selects
-elements, so L = 1 and the result must be exact up to that allowance; indices must equal torch's.
+(where it is not, the row gets a note, not a flag: torch is the inaccurate side). Max pooling
+forward selects elements, so L = 1 and the result must be exact up to that allowance; indices
+must equal torch's. float32 with TF32 on (CUDA) gets float16's (rtol, atol): TF32 keeps float16's
+10 mantissa bits.
 
 Memory (`peak_extra_memory`): on CUDA, torch.cuda.max_memory_allocated() - memory_allocated()
 around one call (the caching allocator's exact peak of live tensors, output included). On the CPU
