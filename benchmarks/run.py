@@ -1,0 +1,256 @@
+"""convpool vs torch.nn.functional: correctness and speed, layer by layer and whole models.
+
+    python benchmarks/run.py --quick                  # ~2 minutes on 2 CPU cores
+    python benchmarks/run.py --device all --dtype float32 bfloat16 --suite resnet18 pool
+
+Writes under --out (default benchmarks/out): results.json, report.md and PNG plots of
+R = torch time / convpool time; prints the table as it goes. See measure.py for how time, error,
+tolerance and memory are measured, suites.py for where the shapes come from.
+"""
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import convpool  # noqa: E402
+import layers  # noqa: E402
+import measure  # noqa: E402
+import models  # noqa: E402
+import report  # noqa: E402
+import suites  # noqa: E402
+from layers import Precision  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="cpu",
+                        help="'all': the CPU, and CUDA when a GPU is present")
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=None,
+                        help="default: float32 on the CPU; float32 (TF32 off and on), float16 "
+                             "and bfloat16 on CUDA")
+    parser.add_argument("--suite", nargs="+", choices=suites.ALL_SUITES + suites.HIDDEN_SUITES,
+                        default=None, help="default: all (" + ", ".join(suites.ALL_SUITES) + ")")
+    parser.add_argument("--quick", action="store_true",
+                        help="representative subset, small batches, short timings (~2 min)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads for both sides (default: all cores available)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "out"))
+    parser.add_argument("--reps", type=int, default=None,
+                        help="alternated timing rounds per side (default 3, quick 2)")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="seconds per blocked_autorange (default 0.2, quick 0.01)")
+    parser.add_argument("--train-batch", type=int, default=None,
+                        help="the training batch size (default: quick 2, CPU 8, CUDA 32)")
+    parser.add_argument("--layout", nargs="+", choices=["NCHW", "NHWC"], default=["NCHW", "NHWC"],
+                        help="NHWC = torch.channels_last")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="model-level input size (default: quick 64, else 224)")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    args.suite = args.suite or list(suites.ALL_SUITES)
+    args.reps = args.reps or (2 if args.quick else 3)
+    if args.min_time is None:
+        args.min_time = 0.01 if args.quick else 0.2
+    args.image_size = args.image_size or (64 if args.quick else 224)
+    return args
+
+
+def devices_for(choice: str) -> List[torch.device]:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    devices = [torch.device("cpu")] if choice in ("cpu", "all") else []
+    if choice in ("cuda", "all") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    return devices
+
+
+def precisions_for(device: torch.device, dtype_names) -> List[Precision]:
+    if dtype_names is None:
+        dtype_names = ["float32"] if device.type == "cpu" else ["float32", "float16", "bfloat16"]
+    precisions = []
+    for name in dtype_names:
+        dtype = DTYPES[name]
+        if device.type == "cuda" and dtype == torch.float32:
+            precisions += [Precision(dtype, tf32=False), Precision(dtype, tf32=True)]
+        else:
+            precisions.append(Precision(dtype))
+    return precisions
+
+
+def cpu_info() -> Dict[str, str]:
+    info = {"cpu_model": platform.processor() or "unknown", "cpu_flags": ""}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and info["cpu_model"] in ("unknown", "x86_64", ""):
+                    info["cpu_model"] = value.strip()
+                elif key.strip() in ("flags", "Features") and not info["cpu_flags"]:
+                    info["cpu_flags"] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def gpu_info() -> Dict[str, str]:
+    if not torch.cuda.is_available():
+        return {"gpu": "none"}
+    info = {"gpu": torch.cuda.get_device_name(0), "cuda_runtime": str(torch.version.cuda),
+            "cudnn": str(torch.backends.cudnn.version())}
+    try:
+        info["gpu_driver"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        info["gpu_driver"] = "unknown (nvidia-smi not found)"
+    return info
+
+
+def metadata(args, devices) -> Dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()} ({platform.machine()}, {platform.platform()})",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": models.torchvision.__version__,
+        "convpool": getattr(convpool, "__version__", "unknown"),
+        **cpu_info(), **gpu_info(),
+        "threads": torch.get_num_threads(),
+        # Other work on the machine makes timings noisy: record how busy it was.
+        "load_average_at_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "devices": ", ".join(str(d) for d in devices),
+        "tf32": ("per precision row: 'float32' = TF32 off, 'float32+tf32' = TF32 on "
+                 "(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32, "
+                 "same for both sides)" if any(d.type == "cuda" for d in devices) else "n/a (CPU)"),
+        "quick": args.quick, "timing_rounds": args.reps, "min_run_time_s": args.min_time,
+        "train_batch": ", ".join(f"{d.type} {train_batch_for(args, d)}" for d in devices),
+        "layouts": " ".join(args.layout),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
+
+
+def train_batch_for(args, device: torch.device) -> int:
+    return args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
+
+
+def plan(args, device: torch.device):
+    """(kind, suite, case_name, shape, channels_last, batch, op_count, make_ops) per case."""
+    train_batch = train_batch_for(args, device)
+    batches = sorted({1, train_batch})  # --train-batch 1: inference batch only
+    tasks = []
+    for case in suites.cases_for([s for s in args.suite if s != "models"], args.quick):
+        is_conv = isinstance(case, suites.ConvCase)
+        make = layers.conv_ops if is_conv else layers.pool_ops
+        for layout in args.layout:
+            for batch in batches:
+                tasks.append(("conv" if is_conv else "pool", case.suite, case.name,
+                              case.describe(), layout == "NHWC", batch,
+                              len(layers.CONV_OPS if is_conv else layers.POOL_OPS),
+                              lambda p, g, case=case, batch=batch, layout=layout, make=make:
+                              make(case, batch, layout == "NHWC", p, device, g)))
+    if "models" in args.suite:
+        model_layouts = ["NCHW"] if args.quick else args.layout
+        model_batches = [train_batch] if args.quick else batches
+        for name in models.MODEL_NAMES:
+            for layout in model_layouts:
+                for batch in model_batches:
+                    tasks.append(("model", "models", name,
+                                  f"3x{args.image_size}x{args.image_size}", layout == "NHWC",
+                                  batch, len(models.model_op_names(name, args.quick)),
+                                  lambda p, g, name=name, batch=batch, layout=layout:
+                                  models.model_ops(name, batch, args.image_size, layout == "NHWC",
+                                                   p, device, g, quick=args.quick)))
+    return tasks
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    devices = devices_for(args.device)
+    from tqdm import tqdm
+
+    work = [(device, precision, task) for device in devices
+            for precision in precisions_for(device, args.dtype) for task in plan(args, device)]
+    meta = metadata(args, devices)
+    print(f"convpool {meta['convpool']} vs torch {meta['torch']} | threads: "
+          f"{meta['threads']} (torch.set_num_threads) | CPU: {meta['cpu_model']} | GPU: "
+          f"{meta['gpu']} | {meta['date']}")
+    print(report.console_header())
+    rows: List[Dict] = []
+    started = time.perf_counter()
+    current = None
+    total_ops = sum(task[6] for _, _, task in work)
+    with tqdm(total=total_ops, unit="op", file=sys.stderr, dynamic_ncols=True,
+              disable=None) as progress:
+        for device, precision, (kind, suite, case_name, shape, channels_last, batch, op_count,
+                                make_ops) in work:
+            precision.apply(device)
+            if (device, precision.label) != current:
+                current = (device, precision.label)
+                settings = (f"TF32 {'on' if precision.tf32 else 'off'} for both sides "
+                            f"(cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+                            f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32})"
+                            if device.type == "cuda" else f"{torch.get_num_threads()} threads")
+                progress.write(f"== {device.type} {precision.label}: {settings} ==")
+            progress.set_description(f"{suite}/{case_name}"[:40])
+            identity = {"device": device.type, "precision": precision.label,
+                        "dtype": str(precision.dtype).replace("torch.", ""), "kind": kind,
+                        "suite": suite, "case": case_name, "shape": shape,
+                        "layout": "NHWC" if channels_last else "NCHW", "batch": batch}
+            generator = torch.Generator().manual_seed(len(rows) + 1)
+            try:
+                ops = make_ops(precision, generator)
+            except Exception as error:  # building inputs or converting a model failed
+                ops = []
+                row = {**identity, "op": "setup", **{c: None for c in layers.ERROR_COLUMNS},
+                       "flag": f"ERROR {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+                rows.append(row)
+                progress.write(report.console_line(row))
+                progress.update(op_count)
+            for op in ops:
+                row = {**identity, **layers.run_op(op, precision, device, args.threads,
+                                                   args.reps, args.min_time)}
+                rows.append(row)
+                progress.write(report.console_line(row))
+                progress.update(1)
+            del ops
+    meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    meta["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+    summary = report.summarize(rows)
+    lines = report.summary_lines(summary)
+    flagged = [r for r in rows if r.get("flag")]
+    print("\nSummary (geometric mean of R = torch time / convpool time; > 1: convpool faster)")
+    print("\n".join(lines))
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores: other processes "
+              "competed for the CPU, times and R are noisy (errors are not); compare with "
+              "--threads 1 or on an idle machine")
+    print(f"{len(flagged)} of {len(rows)} rows flagged"
+          + (": see FLAG above and report.md" if flagged else ""))
+    plots = [] if args.no_plots else report.write_plots(args.out, rows, summary)
+    report.write_json(os.path.join(args.out, "results.json"), meta, rows, summary)
+    method = "\n\n".join([measure.__doc__, layers.__doc__, models.__doc__])
+    report.write_markdown(os.path.join(args.out, "report.md"), meta, rows, summary, plots, method)
+    print(f"wrote {args.out}/results.json, report.md and {len(plots)} PNG plot(s) "
+          f"in {meta['wall_time_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
