@@ -10,6 +10,7 @@ CONV_CASES = [
     dict(stride=2, padding=1, dilation=1, groups=2),
     dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=1),
     dict(stride=1, padding="same", dilation=1, groups=3),
+    dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=6),  # depthwise
 ]
 
 

@@ -24,6 +24,9 @@ CASES = [
     (2, 2, 8, 7, 3, 3, 3, 3, 0, 1, 1, True),  # stride > kernel: input rows no window covers
     (1, 2, 6, 6, 2, 3, 3, 1, 4, 3, 1, True),  # padding larger than the kernel
     (2, 3, 1, 1, 4, 1, 1, 1, 0, 1, 1, True),  # 1x1 image
+    (2, 5, 13, 21, 10, 3, 3, 2, 1, 2, 5, True),  # depthwise, dilated, strided, multiplier 2
+    (1, 3, 8, 19, 3, 2, 5, (1, 3), (1, 2), 1, 3, False),  # depthwise, rectangular kernel
+    (2, 4, 6, 6, 4, 7, 7, 1, 3, 1, 4, True),  # depthwise, kernel wider than padding reaches
 ]
 
 

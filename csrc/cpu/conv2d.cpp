@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../conv2d_op.h"
+#include "depthwise_conv2d.h"
 #include "../emu/routing.h"
 
 namespace convpool::cpu {
@@ -283,19 +284,31 @@ struct Conv2dBackend {
   static void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor* bias, at::Tensor& output) {
     CONVPOOL_DISPATCH_CONV_TYPES(input.scalar_type(), "conv2d", [&] {
-      fprop_impl<scalar_t>(p, input, weight, bias, output);
+      if (is_depthwise(p)) {
+        depthwise::fprop<scalar_t>(p, input, weight, bias, output);
+      } else {
+        fprop_impl<scalar_t>(p, input, weight, bias, output);
+      }
     });
   }
   static void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input) {
     CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
-      dgrad_impl<scalar_t>(p, grad_output, weight, grad_input);
+      if (is_depthwise(p)) {
+        depthwise::dgrad<scalar_t>(p, grad_output, weight, grad_input);
+      } else {
+        dgrad_impl<scalar_t>(p, grad_output, weight, grad_input);
+      }
     });
   }
   static void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                     at::Tensor& grad_weight) {
     CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_weight", [&] {
-      wgrad_impl<scalar_t>(p, grad_output, input, grad_weight);
+      if (is_depthwise(p)) {
+        depthwise::wgrad<scalar_t>(p, grad_output, input, grad_weight);
+      } else {
+        wgrad_impl<scalar_t>(p, grad_output, input, grad_weight);
+      }
     });
   }
   static void grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
