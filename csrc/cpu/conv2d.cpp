@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/irange.h>
 #include <torch/library.h>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "../conv2d_op.h"
+#include "gemm.h"
 
 namespace convpool::cpu {
 namespace {
@@ -139,6 +139,29 @@ void scatter_rows(const Conv2dParams& p, const acc* src, const acc* bias, int64_
   });
 }
 
+// Same as scatter_rows for a tile stored pixel-major, src[j][c]: each output pixel's channels
+// are written in one run, unit-stride in channels_last.
+template <typename scalar_t, typename acc>
+void scatter_rows_pixel_major(const Conv2dParams& p, const acc* src, const acc* bias,
+                              int64_t c_begin, int64_t channels, int64_t row_begin,
+                              int64_t row_end, scalar_t* t, Strides4 s) {
+  const int64_t wo = p.out_width;
+  at::parallel_for(row_begin, row_end, grain_for(wo * channels), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const acc* in = src + (row - row_begin) * wo * channels;
+      scalar_t* out = t + (row / p.out_height) * s.n + c_begin * s.c + (row % p.out_height) * s.h;
+      for (int64_t ow = 0; ow < wo; ++ow, in += channels) {
+        scalar_t* px = out + ow * s.w;
+        if (bias) {
+          for (int64_t c = 0; c < channels; ++c) px[c * s.c] = static_cast<scalar_t>(in[c] + bias[c]);
+        } else {
+          for (int64_t c = 0; c < channels; ++c) px[c * s.c] = static_cast<scalar_t>(in[c]);
+        }
+      }
+    }
+  });
+}
+
 // The weight as a float/double [groups, out_channels_per_group, gemm_k] matrix stack.
 template <typename scalar_t>
 at::Tensor weight_matrices(const Conv2dParams& p, const at::Tensor& weight) {
@@ -161,16 +184,26 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   at::Tensor out_tile = at::empty({cog * tile_rows * p.out_width}, acc_options);
   const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
   scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
+  // channels_last output: compute the tile pixel-major ([pixels x C_out]) so that it is stored
+  // in unit-stride runs; otherwise channel-major ([C_out x pixels]), rows of an NCHW plane.
+  const bool pixel_major = is_channels_last(output);
+  const acc* w_ptr = w.const_data_ptr<acc>();
+  acc* col_ptr = col.mutable_data_ptr<acc>();
+  acc* tile_ptr = out_tile.mutable_data_ptr<acc>();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
-    at::Tensor col_m = col.narrow(0, 0, k * cols).view({k, cols});
-    at::Tensor out_m = out_tile.narrow(0, 0, cog * cols).view({cog, cols});
     for (int64_t g = 0; g < p.groups; ++g) {
-      im2col(p, in_ptr, strides4(input), g, r0, r1, col_m.mutable_data_ptr<acc>());
-      at::mm_out(out_m, w[g], col_m);
-      scatter_rows(p, out_m.const_data_ptr<acc>(), b.defined() ? b.const_data_ptr<acc>() + g * cog : nullptr,
-                   g * cog, cog, r0, r1, out_ptr, strides4(output));
+      const acc* w_g = w_ptr + g * cog * k;
+      const acc* b_g = b.defined() ? b.const_data_ptr<acc>() + g * cog : nullptr;
+      im2col(p, in_ptr, strides4(input), g, r0, r1, col_ptr);
+      if (pixel_major) {
+        gemm::gemm_strided<acc>(cols, cog, k, col_ptr, 1, cols, w_g, 1, k, tile_ptr, cog, false);
+        scatter_rows_pixel_major(p, tile_ptr, b_g, g * cog, cog, r0, r1, out_ptr, strides4(output));
+      } else {
+        gemm::gemm_strided<acc>(cog, cols, k, w_g, k, 1, col_ptr, cols, 1, tile_ptr, cols, false);
+        scatter_rows(p, tile_ptr, b_g, g * cog, cog, r0, r1, out_ptr, strides4(output));
+      }
     }
   }
 }
@@ -193,6 +226,9 @@ void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   at::Tensor go_tile = at::empty({cog * tile_rows * p.out_width}, acc_options);
   const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
   scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+  const acc* w_ptr = w.const_data_ptr<acc>();
+  acc* col_ptr = col.mutable_data_ptr<acc>();
+  acc* go_buf = go_tile.mutable_data_ptr<acc>();
   const Strides4 gi_s = strides4(grad_input);
   for (int64_t n0 = 0; n0 < p.batch; n0 += block_images) {
     const int64_t n1 = std::min(p.batch, n0 + block_images);
@@ -201,12 +237,12 @@ void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
     for (int64_t r0 = n0 * p.out_height; r0 < n1 * p.out_height; r0 += tile_rows) {
       const int64_t r1 = std::min(n1 * p.out_height, r0 + tile_rows);
       const int64_t cols = (r1 - r0) * p.out_width;
-      at::Tensor col_m = col.narrow(0, 0, k * cols).view({k, cols});
-      at::Tensor go_m = go_tile.narrow(0, 0, cog * cols).view({cog, cols});
       for (int64_t g = 0; g < p.groups; ++g) {
-        gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_m.mutable_data_ptr<acc>());
-        at::mm_out(col_m, w[g].t(), go_m);
-        col2im_add(p, col_m.const_data_ptr<acc>(), g, r0, r1, n0, block_ptr);
+        gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_buf);
+        // col [k x cols] = W_g^T [k x cog] * go [cog x cols]
+        gemm::gemm_strided<acc>(k, cols, cog, w_ptr + g * cog * k, 1, k, go_buf, cols, 1, col_ptr,
+                                cols, false);
+        col2im_add(p, col_ptr, g, r0, r1, n0, block_ptr);
       }
     }
     // Store the block through grad_input's strides (any layout).
@@ -239,15 +275,18 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   at::Tensor go_tile = at::empty({cog * tile_rows * p.out_width}, acc_options);
   const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
   const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
+  acc* col_ptr = col.mutable_data_ptr<acc>();
+  acc* go_buf = go_tile.mutable_data_ptr<acc>();
+  acc* sum_ptr = sum.mutable_data_ptr<acc>();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
-    at::Tensor col_m = col.narrow(0, 0, k * cols).view({k, cols});
-    at::Tensor go_m = go_tile.narrow(0, 0, cog * cols).view({cog, cols});
     for (int64_t g = 0; g < p.groups; ++g) {
-      im2col(p, in_ptr, strides4(input), g, r0, r1, col_m.mutable_data_ptr<acc>());
-      gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_m.mutable_data_ptr<acc>());
-      sum[g].addmm_(go_m, col_m.t());
+      im2col(p, in_ptr, strides4(input), g, r0, r1, col_ptr);
+      gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_buf);
+      // sum_g [cog x k] += go [cog x cols] * col^T [cols x k]; tiles in order: deterministic.
+      gemm::gemm_strided<acc>(cog, k, cols, go_buf, cols, 1, col_ptr, 1, cols, sum_ptr + g * cog * k,
+                              k, true);
     }
   }
   grad_weight.copy_(sum.view(grad_weight.sizes()));
