@@ -1,4 +1,4 @@
-// CPU conv2d: fprop, dgrad, wgrad and grad_bias as GEMMs over our own im2col / col2im.
+// CPU conv2d: fprop, dgrad, wgrad and grad_bias as GEMMs (gemm.h) over implicit im2col / col2im.
 //
 // Output rows are numbered globally, row = n * out_height + oh, and processed in tiles of rows, so
 // a small feature map batches several images into one GEMM and a large one is split; every
@@ -38,36 +38,164 @@ int64_t grain_for(int64_t row_length) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_length));
 }
 
-// col[k][j], k = (c, kh, kw) within `group`, j = (row - row_begin) * out_width + ow.
+// Implicit im2col: reads col[k][j] of a tile straight from the input (no column buffer) into a
+// GEMM packing panel. Pixels j of a panel are grouped into runs that share (n, oh) - or, for a
+// 1x1 stride-1 pad-0 conv on a plane-contiguous input, a whole image - so that with unit input
+// stride a run is one contiguous copy (the fast path for NCHW).
 template <typename scalar_t, typename acc>
-void im2col(const Conv2dParams& p, const scalar_t* input, Strides4 s, int64_t group,
-            int64_t row_begin, int64_t row_end, acc* col) {
-  const int64_t taps = p.kernel_h * p.kernel_w;
-  const int64_t wo = p.out_width;
-  const int64_t cols = (row_end - row_begin) * wo;
-  at::parallel_for(0, p.gemm_k(), grain_for(cols), [&](int64_t k_begin, int64_t k_end) {
-    for (int64_t k = k_begin; k < k_end; ++k) {
-      const int64_t c = group * p.in_channels_per_group() + k / taps;
-      const int64_t kh = (k % taps) / p.kernel_w;
-      const int64_t kw = k % p.kernel_w;
-      const int64_t iw0 = kw * p.dilation_w - p.pad_w;
-      acc* dst = col + k * cols;
-      for (int64_t row = row_begin; row < row_end; ++row, dst += wo) {
-        const int64_t n = row / p.out_height;
-        const int64_t ih = (row % p.out_height) * p.stride_h - p.pad_h + kh * p.dilation_h;
-        if (ih < 0 || ih >= p.in_height) {
-          std::fill(dst, dst + wo, acc(0));
+struct ColPacker {
+  const Conv2dParams* p;
+  const scalar_t* input;
+  Strides4 s;
+  int64_t group, row_begin;  // the tile's first output row (n * out_height + oh)
+  bool plane_runs;           // 1x1 s1 p0 with s.h == W * s.w: runs may span output rows
+
+  // What one reduction index k = (c, kh, kw) needs, computed once per packing call (kc <= KC).
+  struct Tap {
+    int64_t offset;  // c * s.c
+    int64_t dh, dw;  // kh * dilation_h - pad_h, kw * dilation_w - pad_w
+  };
+  struct Run {
+    int64_t dst, len, n, oh, ow;  // dst: offset of the run's first element in the panels
+  };
+
+  void taps(int64_t k0, int64_t kc, Tap* out) const {
+    const Conv2dParams& q = *p;
+    const int64_t taps = q.kernel_h * q.kernel_w;
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const int64_t k = k0 + kk;
+      const int64_t c = group * q.in_channels_per_group() + k / taps;
+      out[kk] = {c * s.c, ((k % taps) / q.kernel_w) * q.dilation_h - q.pad_h,
+                 (k % q.kernel_w) * q.dilation_w - q.pad_w};
+    }
+  }
+
+  // Writes col[k0 + kk][j0 + j] for kk < kc, j < nj to dst[(j / panel) * panel_stride +
+  // (j % panel) * djs + kk * dks]. The reduction index is the outer loop, so each input channel
+  // plane is read in long sequential runs (few pages, prefetch-friendly).
+  void operator()(const Tap* tap, int64_t kc, int64_t j0, int64_t nj, acc* dst, int64_t dks,
+                  int64_t djs, int64_t panel, int64_t panel_stride) const {
+    const Conv2dParams& q = *p;
+    const int64_t wo = q.out_width;
+    Run* runs = static_cast<Run*>(gemm::thread_buffer(3, sizeof(Run) * nj));
+    int64_t nruns = 0;
+    for (int64_t j = 0; j < nj;) {
+      const int64_t row = row_begin + (j0 + j) / wo, ow = (j0 + j) % wo;
+      const int64_t n = row / q.out_height, oh = row % q.out_height;
+      int64_t len = plane_runs ? (q.out_height - oh) * wo - ow : wo - ow;
+      len = std::min({len, nj - j, panel - j % panel});
+      runs[nruns++] = {(j / panel) * panel_stride + (j % panel) * djs, len, n, oh, ow};
+      j += len;
+    }
+    const bool unit = q.stride_w == 1 && s.w == 1 && djs == 1;
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      acc* out = dst + kk * dks;
+      const int64_t offset = tap[kk].offset;
+      for (int64_t r = 0; r < nruns; ++r) {
+        const Run& run = runs[r];
+        const int64_t len = run.len;
+        const scalar_t* image = input + run.n * s.n + offset;
+        acc* o = out + run.dst;
+        if (plane_runs) {  // 1x1 s1 p0: (ih, iw) = (oh, ow) and the run is contiguous in memory
+          const scalar_t* from = image + run.oh * s.h + run.ow * s.w;
+          if (unit) {
+            for (int64_t t = 0; t < len; ++t) o[t] = static_cast<acc>(from[t]);
+          } else {
+            for (int64_t t = 0; t < len; ++t) o[t * djs] = static_cast<acc>(from[t * s.w]);
+          }
           continue;
         }
-        const scalar_t* src = input + n * s.n + c * s.c + ih * s.h;
-        for (int64_t ow = 0; ow < wo; ++ow) {
-          const int64_t iw = iw0 + ow * p.stride_w;
-          dst[ow] = (iw >= 0 && iw < p.in_width) ? static_cast<acc>(src[iw * s.w]) : acc(0);
+        const int64_t ih = run.oh * q.stride_h + tap[kk].dh;
+        if (ih < 0 || ih >= q.in_height) {
+          for (int64_t t = 0; t < len; ++t) o[t * djs] = acc(0);
+          continue;
+        }
+        const scalar_t* src = image + ih * s.h;
+        const int64_t iw = run.ow * q.stride_w + tap[kk].dw;
+        if (unit) {  // input columns iw + t: zeros, one contiguous copy, zeros
+          const int64_t lo = std::clamp<int64_t>(-iw, 0, len);
+          const int64_t hi = std::clamp<int64_t>(q.in_width - iw, lo, len);
+          const scalar_t* from = src + iw;
+          for (int64_t t = 0; t < lo; ++t) o[t] = acc(0);
+          for (int64_t t = lo; t < hi; ++t) o[t] = static_cast<acc>(from[t]);
+          for (int64_t t = hi; t < len; ++t) o[t] = acc(0);
+          continue;
+        }
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t x = iw + t * q.stride_w;
+          o[t * djs] = (x >= 0 && x < q.in_width) ? static_cast<acc>(src[x * s.w]) : acc(0);
         }
       }
     }
-  });
+  }
+};
+
+template <typename scalar_t, typename acc>
+ColPacker<scalar_t, acc> col_packer(const Conv2dParams& p, const scalar_t* input, Strides4 s,
+                                    int64_t group, int64_t row_begin) {
+  const bool plane_runs = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
+                          p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
+                          s.h == p.in_width * s.w;
+  return {&p, input, s, group, row_begin, plane_runs};
 }
+
+// Per-thread table of taps for one packing call (KC entries at most).
+template <typename scalar_t, typename acc>
+typename ColPacker<scalar_t, acc>::Tap* tap_table(const ColPacker<scalar_t, acc>& col, int64_t k0,
+                                                  int64_t kc) {
+  using Tap = typename ColPacker<scalar_t, acc>::Tap;
+  Tap* table = static_cast<Tap*>(gemm::thread_buffer(2, sizeof(Tap) * kc));
+  col.taps(k0, kc, table);
+  return table;
+}
+
+// Zero the padding lanes [used, width) of the last panel (kc rows of `width`).
+template <typename acc>
+void zero_tail(acc* panel, int64_t kc, int64_t width, int64_t used) {
+  if (used < width)
+    for (int64_t k = 0; k < kc; ++k) std::fill(panel + k * width + used, panel + (k + 1) * width, acc(0));
+}
+
+// GEMM operand B = col (k x pixels): NR-pixel panels, dst[panel][k][j].
+template <typename scalar_t, typename acc>
+struct ColAsB {
+  ColPacker<scalar_t, acc> col;
+  void operator()(const gemm::KernelInfo<acc>& ki, int64_t k0, int64_t kc, int64_t j0, int64_t n,
+                  acc* dst) const {
+    const int64_t nr = ki.nr;
+    col(tap_table(col, k0, kc), kc, j0, n, dst, nr, 1, nr, kc * nr);
+    zero_tail(dst + (n - 1) / nr * kc * nr, kc, nr, n - (n - 1) / nr * nr);
+  }
+};
+
+// GEMM operand A = col^T (pixels x k): MR-pixel panels, dst[panel][k][i].
+template <typename scalar_t, typename acc>
+struct ColTAsA {
+  ColPacker<scalar_t, acc> col;
+  void operator()(const gemm::KernelInfo<acc>& ki, int64_t i0, int64_t m, int64_t k0, int64_t kc,
+                  acc* dst) const {
+    const int64_t mr = ki.mr;
+    col(tap_table(col, k0, kc), kc, i0, m, dst, mr, 1, mr, kc * mr);
+    zero_tail(dst + (m - 1) / mr * kc * mr, kc, mr, m - (m - 1) / mr * mr);
+  }
+};
+
+// GEMM operand B = col^T (pixels x k) for wgrad, where pixels are the reduction: NR-wide panels
+// of k, dst[panel][j][kk].
+template <typename scalar_t, typename acc>
+struct ColTAsB {
+  ColPacker<scalar_t, acc> col;
+  void operator()(const gemm::KernelInfo<acc>& ki, int64_t p0, int64_t pc, int64_t k0, int64_t n,
+                  acc* dst) const {
+    const int64_t nr = ki.nr;
+    const auto* taps = tap_table(col, k0, n);
+    for (int64_t kp = 0; kp < n; kp += nr, dst += pc * nr) {
+      const int64_t ks = std::min<int64_t>(nr, n - kp);
+      zero_tail(dst, pc, nr, ks);
+      col(taps + kp, ks, p0, pc, dst, 1, nr, pc, 0);
+    }
+  }
+};
 
 // grad_input_block[n - n_begin][c][ih][iw] += col[k][j]: the adjoint of im2col. Each task owns
 // whole channels, so no two tasks write the same element and the sum order is fixed.
@@ -179,8 +307,10 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   const int64_t k = p.gemm_k();
   const int64_t cog = p.out_channels_per_group();
   const int64_t rows_total = p.batch * p.out_height;
-  const int64_t tile_rows = std::min(rows_total, rows_per_tile((k + cog) * p.out_width));
-  at::Tensor col = at::empty({k * tile_rows * p.out_width}, acc_options);
+  // Only the output tile is a workspace: the GEMM packs its col operand from the input.
+  // A tile of about 2 MiB: its GEMM output is still in cache when scattered.
+  const int64_t tile_rows =
+      std::min(rows_total, std::max<int64_t>(1, (int64_t(1) << 19) / std::max<int64_t>(1, cog * p.out_width)));
   at::Tensor out_tile = at::empty({cog * tile_rows * p.out_width}, acc_options);
   const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
   scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
@@ -188,7 +318,6 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   // in unit-stride runs; otherwise channel-major ([C_out x pixels]), rows of an NCHW plane.
   const bool pixel_major = is_channels_last(output);
   const acc* w_ptr = w.const_data_ptr<acc>();
-  acc* col_ptr = col.mutable_data_ptr<acc>();
   acc* tile_ptr = out_tile.mutable_data_ptr<acc>();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
@@ -196,12 +325,16 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
     for (int64_t g = 0; g < p.groups; ++g) {
       const acc* w_g = w_ptr + g * cog * k;
       const acc* b_g = b.defined() ? b.const_data_ptr<acc>() + g * cog : nullptr;
-      im2col(p, in_ptr, strides4(input), g, r0, r1, col_ptr);
+      const auto col = col_packer<scalar_t, acc>(p, in_ptr, strides4(input), g, r0);
       if (pixel_major) {
-        gemm::gemm_strided<acc>(cols, cog, k, col_ptr, 1, cols, w_g, 1, k, tile_ptr, cog, false);
+        // tile [cols x cog] = col^T [cols x k] * W_g^T [k x cog]
+        gemm::gemm<acc>(cols, cog, k, ColTAsA<scalar_t, acc>{col},
+                        gemm::StridedB<acc>{w_g, 1, k}, tile_ptr, cog, false);
         scatter_rows_pixel_major(p, tile_ptr, b_g, g * cog, cog, r0, r1, out_ptr, strides4(output));
       } else {
-        gemm::gemm_strided<acc>(cog, cols, k, w_g, k, 1, col_ptr, cols, 1, tile_ptr, cols, false);
+        // tile [cog x cols] = W_g [cog x k] * col [k x cols]
+        gemm::gemm<acc>(cog, cols, k, gemm::StridedA<acc>{w_g, k, 1}, ColAsB<scalar_t, acc>{col},
+                        tile_ptr, cols, false);
         scatter_rows(p, tile_ptr, b_g, g * cog, cog, r0, r1, out_ptr, strides4(output));
       }
     }
@@ -269,24 +402,22 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   const int64_t k = p.gemm_k();
   const int64_t cog = p.out_channels_per_group();
   const int64_t rows_total = p.batch * p.out_height;
-  const int64_t tile_rows = std::min(rows_total, rows_per_tile((k + cog) * p.out_width));
+  const int64_t tile_rows = std::min(rows_total, rows_per_tile(cog * p.out_width));
   at::Tensor sum = at::zeros({p.groups, cog, k}, acc_options);
-  at::Tensor col = at::empty({k * tile_rows * p.out_width}, acc_options);
   at::Tensor go_tile = at::empty({cog * tile_rows * p.out_width}, acc_options);
   const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
   const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
-  acc* col_ptr = col.mutable_data_ptr<acc>();
   acc* go_buf = go_tile.mutable_data_ptr<acc>();
   acc* sum_ptr = sum.mutable_data_ptr<acc>();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
     for (int64_t g = 0; g < p.groups; ++g) {
-      im2col(p, in_ptr, strides4(input), g, r0, r1, col_ptr);
       gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_buf);
       // sum_g [cog x k] += go [cog x cols] * col^T [cols x k]; tiles in order: deterministic.
-      gemm::gemm_strided<acc>(cog, k, cols, go_buf, cols, 1, col_ptr, 1, cols, sum_ptr + g * cog * k,
-                              k, true);
+      const auto col = col_packer<scalar_t, acc>(p, in_ptr, strides4(input), g, r0);
+      gemm::gemm<acc>(cog, k, cols, gemm::StridedA<acc>{go_buf, cols, 1}, ColTAsB<scalar_t, acc>{col},
+                      sum_ptr + g * cog * k, k, true);
     }
   }
   grad_weight.copy_(sum.view(grad_weight.sizes()));

@@ -132,6 +132,80 @@ CONVPOOL_AVX2 void kernel_avx2(int64_t kc, const typename O::T* a, const typenam
   if (!full) store_edge(tile, NR, c, rs_c, m, n, accumulate);
 }
 
+// ---- AVX-512F: 12 x 32 floats / 12 x 16 doubles, 24 accumulator registers -------------------
+// Each k step: 2 vector loads of B, 12 broadcasts of A, 24 FMAs; 27 of the 32 zmm registers.
+
+#define CONVPOOL_AVX512 __attribute__((target("avx512f")))
+#define CONVPOOL_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) static inline
+
+struct Avx512F32 {
+  using T = float;
+  using V = __m512;
+  static constexpr int W = 16;
+  CONVPOOL_AVX512_INLINE V zero() { return _mm512_setzero_ps(); }
+  CONVPOOL_AVX512_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
+  CONVPOOL_AVX512_INLINE V bcast(const T* p) { return _mm512_set1_ps(*p); }
+  CONVPOOL_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  CONVPOOL_AVX512_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
+  CONVPOOL_AVX512_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+};
+
+struct Avx512F64 {
+  using T = double;
+  using V = __m512d;
+  static constexpr int W = 8;
+  CONVPOOL_AVX512_INLINE V zero() { return _mm512_setzero_pd(); }
+  CONVPOOL_AVX512_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
+  CONVPOOL_AVX512_INLINE V bcast(const T* p) { return _mm512_set1_pd(*p); }
+  CONVPOOL_AVX512_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  CONVPOOL_AVX512_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
+  CONVPOOL_AVX512_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+};
+
+template <class O>
+CONVPOOL_AVX512_INLINE void store_row512(typename O::T* row, typename O::V r0, typename O::V r1,
+                                         bool accumulate) {
+  if (accumulate) {
+    r0 = O::add(O::load(row), r0);
+    r1 = O::add(O::load(row + O::W), r1);
+  }
+  O::store(row, r0);
+  O::store(row + O::W, r1);
+}
+
+template <class O>
+CONVPOOL_AVX512 void kernel_avx512(int64_t kc, const typename O::T* a, const typename O::T* b,
+                                   typename O::T* c, int64_t rs_c, int m, int n, bool accumulate) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int MR = 12, NR = 2 * O::W;
+#define CONVPOOL_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define CONVPOOL_DECL(i) V c##i##_0 = O::zero(), c##i##_1 = O::zero();
+#define CONVPOOL_FMA(i)                   \
+  {                                       \
+    const V ai = O::bcast(a + i);         \
+    c##i##_0 = O::fma(ai, b0, c##i##_0);  \
+    c##i##_1 = O::fma(ai, b1, c##i##_1);  \
+  }
+#define CONVPOOL_STORE(i) store_row512<O>(dst + i * rs, c##i##_0, c##i##_1, acc);
+  CONVPOOL_ROWS12(CONVPOOL_DECL)
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
+    const V b0 = O::load(b), b1 = O::load(b + O::W);
+    CONVPOOL_ROWS12(CONVPOOL_FMA)
+  }
+  const bool full = m == MR && n == NR;
+  alignas(64) T tile[MR * NR];
+  T* dst = full ? c : tile;
+  const int64_t rs = full ? rs_c : NR;
+  const bool acc = full && accumulate;
+  CONVPOOL_ROWS12(CONVPOOL_STORE)
+  if (!full) store_edge(tile, NR, c, rs_c, m, n, accumulate);
+#undef CONVPOOL_STORE
+#undef CONVPOOL_FMA
+#undef CONVPOOL_DECL
+#undef CONVPOOL_ROWS12
+}
+
 #endif  // CONVPOOL_X86
 
 enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
@@ -141,6 +215,7 @@ Isa detect_isa() {
 #ifdef CONVPOOL_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+  if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
 #endif
   const char* env = std::getenv("CONVPOOL_CPU_ISA");
   if (env == nullptr || *env == '\0') return best;
@@ -175,12 +250,15 @@ const char* active_isa() {
 }
 
 // Cache blocks: B micro-panel (KC x NR) about 16 KiB so it stays in L1 next to the A micro-panel;
-// A block (MC x KC) about 200 KiB, well inside the per-core L2; B block (KC x NC) a few MiB, L3.
+// A block (MC x KC) about 100-200 KiB and B block (KC x NC) under 1 MiB: both in the per-core L2
+// (conv GEMMs often have small M, so B is rarely reused across A blocks and must not go to L3).
 template <>
 const KernelInfo<float>& kernel_info<float>() {
   static const KernelInfo<float> info = [] {
 #ifdef CONVPOOL_X86
-    if (isa() >= Isa::avx2) return KernelInfo<float>{&kernel_avx2<Avx2F32>, 6, 16, 192, 256, 4096, "avx2"};
+    if (isa() >= Isa::avx512)
+      return KernelInfo<float>{&kernel_avx512<Avx512F32>, 12, 32, 144, 192, 1024, "avx512"};
+    if (isa() >= Isa::avx2) return KernelInfo<float>{&kernel_avx2<Avx2F32>, 6, 16, 192, 256, 1024, "avx2"};
 #endif
     return KernelInfo<float>{&kernel_generic<float, 6, 16>, 6, 16, 96, 256, 4096, "generic"};
   }();
@@ -191,7 +269,9 @@ template <>
 const KernelInfo<double>& kernel_info<double>() {
   static const KernelInfo<double> info = [] {
 #ifdef CONVPOOL_X86
-    if (isa() >= Isa::avx2) return KernelInfo<double>{&kernel_avx2<Avx2F64>, 6, 8, 96, 256, 2048, "avx2"};
+    if (isa() >= Isa::avx512)
+      return KernelInfo<double>{&kernel_avx512<Avx512F64>, 12, 16, 96, 192, 512, "avx512"};
+    if (isa() >= Isa::avx2) return KernelInfo<double>{&kernel_avx2<Avx2F64>, 6, 8, 96, 256, 512, "avx2"};
 #endif
     return KernelInfo<double>{&kernel_generic<double, 6, 8>, 6, 8, 96, 256, 2048, "generic"};
   }();
