@@ -87,7 +87,7 @@ struct ColPacker {
       runs[nruns++] = {(j / panel) * panel_stride + (j % panel) * djs, len, n, oh, ow};
       j += len;
     }
-    const bool unit = q.stride_w == 1 && s.w == 1 && djs == 1;
+    const bool unit = q.stride_w == 1 && s.w == 1;
     for (int64_t kk = 0; kk < kc; ++kk) {
       acc* out = dst + kk * dks;
       const int64_t offset = tap[kk].offset;
@@ -98,7 +98,7 @@ struct ColPacker {
         acc* o = out + run.dst;
         if (plane_runs) {  // 1x1 s1 p0: (ih, iw) = (oh, ow) and the run is contiguous in memory
           const scalar_t* from = image + run.oh * s.h + run.ow * s.w;
-          if (unit) {
+          if (unit && djs == 1) {
             for (int64_t t = 0; t < len; ++t) o[t] = static_cast<acc>(from[t]);
           } else {
             for (int64_t t = 0; t < len; ++t) o[t * djs] = static_cast<acc>(from[t * s.w]);
@@ -112,13 +112,18 @@ struct ColPacker {
         }
         const scalar_t* src = image + ih * s.h;
         const int64_t iw = run.ow * q.stride_w + tap[kk].dw;
-        if (unit) {  // input columns iw + t: zeros, one contiguous copy, zeros
+        if (unit) {  // input columns iw + t: zeros, one contiguous read, zeros; no per-element test
           const int64_t lo = std::clamp<int64_t>(-iw, 0, len);
           const int64_t hi = std::clamp<int64_t>(q.in_width - iw, lo, len);
-          const scalar_t* from = src + iw;
-          for (int64_t t = 0; t < lo; ++t) o[t] = acc(0);
-          for (int64_t t = lo; t < hi; ++t) o[t] = static_cast<acc>(from[t]);
-          for (int64_t t = hi; t < len; ++t) o[t] = acc(0);
+          if (djs == 1) {
+            for (int64_t t = 0; t < lo; ++t) o[t] = acc(0);
+            for (int64_t t = lo; t < hi; ++t) o[t] = static_cast<acc>(src[iw + t]);
+            for (int64_t t = hi; t < len; ++t) o[t] = acc(0);
+          } else {
+            for (int64_t t = 0; t < lo; ++t) o[t * djs] = acc(0);
+            for (int64_t t = lo; t < hi; ++t) o[t * djs] = static_cast<acc>(src[iw + t]);
+            for (int64_t t = hi; t < len; ++t) o[t * djs] = acc(0);
+          }
           continue;
         }
         for (int64_t t = 0; t < len; ++t) {
@@ -220,6 +225,12 @@ void col2im_add(const Conv2dParams& p, const acc* col, int64_t group, int64_t ro
           const int64_t ih = (row % p.out_height) * p.stride_h - p.pad_h + kh * p.dilation_h;
           if (ih < 0 || ih >= p.in_height) continue;
           acc* dst = grad_input_block + ((n - n_begin) * p.in_channels + c) * plane + ih * p.in_width;
+          if (p.stride_w == 1) {  // iw = iw0 + ow: one contiguous, vectorisable add
+            const int64_t lo = std::clamp<int64_t>(-iw0, 0, wo);
+            const int64_t hi = std::clamp<int64_t>(p.in_width - iw0, lo, wo);
+            for (int64_t ow = lo; ow < hi; ++ow) dst[iw0 + ow] += src[ow];
+            continue;
+          }
           for (int64_t ow = 0; ow < wo; ++ow) {
             const int64_t iw = iw0 + ow * p.stride_w;
             if (iw >= 0 && iw < p.in_width) dst[iw] += src[ow];
