@@ -352,9 +352,43 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   }
 }
 
+// For stride 1, dgrad is itself a convolution: grad_output (*) the weight with in/out channels
+// swapped and taps flipped, padded by dilation * (kernel - 1) - pad (when that is >= 0). Same
+// products, summed in another order; it reuses the fprop path (implicit im2col, no col2im).
+bool dgrad_as_fprop(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= p.dilation_h * (p.kernel_h - 1) &&
+         p.pad_w <= p.dilation_w * (p.kernel_w - 1);
+}
+
+template <typename scalar_t>
+void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input) {
+  Conv2dParams q = p;
+  q.in_channels = p.out_channels;
+  q.in_height = p.out_height;
+  q.in_width = p.out_width;
+  q.out_channels = p.in_channels;
+  q.pad_h = p.dilation_h * (p.kernel_h - 1) - p.pad_h;
+  q.pad_w = p.dilation_w * (p.kernel_w - 1) - p.pad_w;
+  q.out_height = p.in_height;
+  q.out_width = p.in_width;
+  // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
+  const at::Tensor w = weight
+                           .reshape({p.groups, p.out_channels_per_group(), p.in_channels_per_group(),
+                                     p.kernel_h, p.kernel_w})
+                           .transpose(1, 2)
+                           .flip({3, 4})
+                           .reshape({p.in_channels, p.out_channels_per_group(), p.kernel_h, p.kernel_w});
+  fprop_impl<scalar_t>(q, grad_output, w, nullptr, grad_input);
+}
+
 template <typename scalar_t>
 void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                 at::Tensor& grad_input) {
+  if (dgrad_as_fprop(p)) {
+    dgrad_by_fprop<scalar_t>(p, grad_output, weight, grad_input);
+    return;
+  }
   using acc = acc_t<scalar_t>;
   const auto acc_options = grad_output.options().dtype(c10::CppTypeToScalarType<acc>::value);
   const at::Tensor w = weight_matrices<scalar_t>(p, weight);
