@@ -126,10 +126,14 @@ struct ColPacker {
           }
           continue;
         }
-        for (int64_t t = 0; t < len; ++t) {
-          const int64_t x = iw + t * q.stride_w;
-          o[t * djs] = (x >= 0 && x < q.in_width) ? static_cast<acc>(src[x * s.w]) : acc(0);
-        }
+        // Any stride: the in-bounds columns are one range of t as well.
+        const int64_t sw = q.stride_w;
+        const int64_t lo = std::min(len, iw >= 0 ? 0 : (-iw + sw - 1) / sw);
+        const int64_t hi =
+            std::clamp<int64_t>(q.in_width - iw <= 0 ? 0 : (q.in_width - iw + sw - 1) / sw, lo, len);
+        for (int64_t t = 0; t < lo; ++t) o[t * djs] = acc(0);
+        for (int64_t t = lo; t < hi; ++t) o[t * djs] = static_cast<acc>(src[(iw + t * sw) * s.w]);
+        for (int64_t t = hi; t < len; ++t) o[t * djs] = acc(0);
       }
     }
   }
