@@ -147,3 +147,23 @@ def test_bad_isa_value_is_an_error():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0 and "CONVPOOL_CPU_ISA" in proc.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_groups_with_wide_groups(dtype, layout):
+    """Groups of >= 8 channels (the channels_last register-transpose packer works per group)."""
+    x, _, _ = _inputs((2, 36, 11, 10, 1, 1, 1, 1), dtype, layout)
+    gen = torch.Generator().manual_seed(5)
+    w = torch.rand(24, 12, 3, 3, generator=gen, dtype=torch.float64).to(dtype) - 0.5
+    b = torch.rand(24, generator=gen, dtype=torch.float64).to(dtype)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    r = F.conv2d(xd, wd, bd, padding=1, groups=3)
+    g = torch.linspace(-1, 1, r.numel(), dtype=torch.float64).reshape(r.shape)
+    ref = (r,) + torch.autograd.grad(r, (xd, wd, bd), g)
+    xo, wo, bo = (t.detach().requires_grad_() for t in (x, w, b))
+    y = convpool.conv2d(xo, wo, bo, padding=1, groups=3)
+    ours = (y,) + torch.autograd.grad(y, (xo, wo, bo), g.to(dtype))
+    rtol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    for a, e in zip(ours, ref):
+        assert (a.double() - e).abs().max().item() <= rtol * max(e.abs().max().item(), 1.0)

@@ -189,6 +189,56 @@ struct ColTAsA {
   }
 };
 
+// GEMM operand A = col^T (pixels x k) for a channels_last float input, with the reduction index
+// ordered k = (kh, kw, c) so that channels are contiguous: blocks of 8 pixels x 8 channels are
+// transposed in registers instead of gathered element by element at stride C.
+struct ChannelsLastColTAsA {
+  const Conv2dParams* p;
+  const float* input;
+  Strides4 s;  // s.c == 1
+  int64_t group, row_begin;
+
+  void operator()(const gemm::KernelInfo<float>& ki, int64_t i0, int64_t m, int64_t k0, int64_t kc,
+                  float* dst) const {
+    const Conv2dParams& q = *p;
+    const int mr = ki.mr;
+    TORCH_INTERNAL_ASSERT(mr <= 16);
+    const int64_t cig = q.in_channels_per_group();
+    for (int64_t ip = 0; ip < m; ip += mr, dst += kc * mr) {
+      const int rows = static_cast<int>(std::min<int64_t>(mr, m - ip));
+      int64_t base[16], oh[16], ow[16];
+      for (int i = 0; i < rows; ++i) {
+        const int64_t j = i0 + ip + i;
+        const int64_t row = row_begin + j / q.out_width;
+        ow[i] = j % q.out_width;
+        oh[i] = row % q.out_height;
+        base[i] = (row / q.out_height) * s.n + group * cig * s.c;
+      }
+      for (int64_t kk = 0; kk < kc;) {
+        const int64_t k = k0 + kk, tap = k / cig, c = k % cig;
+        const int64_t kh = tap / q.kernel_w, kw = tap % q.kernel_w;
+        const float* src[16];
+        for (int i = 0; i < mr; ++i) {
+          src[i] = nullptr;
+          if (i >= rows) continue;
+          const int64_t ih = oh[i] * q.stride_h - q.pad_h + kh * q.dilation_h;
+          const int64_t iw = ow[i] * q.stride_w - q.pad_w + kw * q.dilation_w;
+          if (ih >= 0 && ih < q.in_height && iw >= 0 && iw < q.in_width)
+            src[i] = input + base[i] + ih * s.h + iw * s.w + c;
+        }
+        const int64_t end = std::min(kc, kk + (cig - c));  // this tap's channels in the block
+        for (; kk + 8 <= end; kk += 8) {
+          gemm::pack_transpose8(src, mr, dst + kk * mr);
+          for (int i = 0; i < mr; ++i)
+            if (src[i]) src[i] += 8;
+        }
+        for (; kk < end; ++kk)
+          for (int i = 0; i < mr; ++i) dst[kk * mr + i] = src[i] ? *src[i]++ : 0.0f;
+      }
+    }
+  }
+};
+
 // GEMM operand B = col^T (pixels x k) for wgrad, where pixels are the reduction: NR-wide panels
 // of k, dst[panel][j][kk].
 template <typename scalar_t, typename acc>
@@ -334,6 +384,11 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   const bool pixel_major = is_channels_last(output);
   const acc* w_ptr = w.const_data_ptr<acc>();
   acc* tile_ptr = out_tile.mutable_data_ptr<acc>();
+  // float channels_last input (unit channel stride): the register-transpose packer.
+  const bool cl_float = pixel_major && std::is_same_v<scalar_t, float> && input.stride(1) == 1 &&
+                        p.in_channels_per_group() >= 8;
+  const at::Tensor w_cl = cl_float ? w.view(weight.sizes()).permute({0, 2, 3, 1}).contiguous()
+                                   : at::Tensor();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
@@ -341,7 +396,14 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
       const acc* w_g = w_ptr + g * cog * k;
       const acc* b_g = b.defined() ? b.const_data_ptr<acc>() + g * cog : nullptr;
       const auto col = col_packer<scalar_t, acc>(p, in_ptr, strides4(input), g, r0);
-      if (pixel_major) {
+      if (cl_float) {
+        // As below with k = (kh, kw, c): w_cl is the weight as [C_out][kh][kw][C_in/groups].
+        if constexpr (std::is_same_v<scalar_t, float>)
+          gemm::gemm<float>(cols, cog, k, ChannelsLastColTAsA{&p, in_ptr, strides4(input), g, r0},
+                            gemm::StridedB<float>{w_cl.const_data_ptr<float>() + g * cog * k, 1, k},
+                            tile_ptr, cog, false);
+        scatter_rows_pixel_major(p, tile_ptr, b_g, g * cog, cog, r0, r1, out_ptr, strides4(output));
+      } else if (pixel_major) {
         // tile [cols x cog] = col^T [cols x k] * W_g^T [k x cog]
         gemm::gemm<acc>(cols, cog, k, ColTAsA<scalar_t, acc>{col},
                         gemm::StridedB<acc>{w_g, 1, k}, tile_ptr, cog, false);

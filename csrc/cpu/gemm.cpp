@@ -136,6 +136,27 @@ CONVPOOL_AVX2 void kernel_avx2(int64_t kc, const typename O::T* a, const typenam
   if (!full) store_edge(tile, NR, c, rs_c, m, n, accumulate);
 }
 
+CONVPOOL_AVX2 void transpose8_avx2(const float* const* rows, float* dst) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = rows[i] ? _mm256_loadu_ps(rows[i]) : _mm256_setzero_ps();
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 // ---- AVX-512F: MR x 32 floats / MR x 16 doubles (MR = 8 by default), 2 * MR accumulators ----
 // Each k step: 2 vector loads of B, MR broadcasts of A, 2 * MR FMAs.
 
@@ -289,6 +310,17 @@ const KernelInfo<double>& kernel_info<double>() {
     return KernelInfo<double>{&kernel_generic<double, 6, 8>, 6, 8, 96, 256, 2048, "generic"};
   }();
   return info;
+}
+
+void pack_transpose8(const float* const* rows, int mr, float* dst) {
+#ifdef CONVPOOL_X86
+  if (mr == 8 && isa() >= Isa::avx2) {
+    transpose8_avx2(rows, dst);
+    return;
+  }
+#endif
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * mr + i] = rows[i] ? rows[i][j] : 0.0f;
 }
 
 void* thread_buffer(int which, size_t bytes) {

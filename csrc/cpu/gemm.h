@@ -54,6 +54,10 @@ void* thread_buffer(int which, size_t bytes);
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// dst[j * mr + i] = rows[i][j] for i < mr, j < 8; a null row reads as zeros. An 8 x 8 register
+// transpose when mr == 8 and the CPU has AVX2; used to pack channels_last input (gemm.cpp).
+void pack_transpose8(const float* const* rows, int mr, float* dst);
+
 // ---- strided-matrix packers ------------------------------------------------------------------
 
 // A[i][k] = a[i * rs + k * cs]. Writes panels of MR rows: dst[panel][k][i], zero-padded.
