@@ -239,6 +239,46 @@ struct ChannelsLastColTAsA {
   }
 };
 
+// wgrad's B = col^T (pixels x k) for a channels_last float input, k = (kh, kw, c): for each pixel
+// the panel's k values are runs of contiguous channels, so packing is a few copies per pixel.
+struct ChannelsLastColTAsB {
+  const Conv2dParams* p;
+  const float* input;
+  Strides4 s;  // s.c == 1
+  int64_t group, row_begin;
+
+  void operator()(const gemm::KernelInfo<float>& ki, int64_t p0, int64_t pc, int64_t k0, int64_t n,
+                  float* dst) const {
+    const Conv2dParams& q = *p;
+    const int64_t nr = ki.nr;
+    const int64_t cig = q.in_channels_per_group();
+    for (int64_t j = 0; j < pc; ++j) {
+      const int64_t px = p0 + j;
+      const int64_t row = row_begin + px / q.out_width, ow = px % q.out_width;
+      const int64_t oh = row % q.out_height;
+      const float* image = input + (row / q.out_height) * s.n + group * cig;
+      for (int64_t kp = 0; kp < n; kp += nr) {
+        const int64_t ks = std::min(nr, n - kp);
+        float* out = dst + (kp / nr) * pc * nr + j * nr;
+        for (int64_t kk = 0; kk < ks;) {
+          const int64_t k = k0 + kp + kk, tap = k / cig, c = k % cig;
+          const int64_t cnt = std::min(ks - kk, cig - c);
+          const int64_t ih = oh * q.stride_h - q.pad_h + (tap / q.kernel_w) * q.dilation_h;
+          const int64_t iw = ow * q.stride_w - q.pad_w + (tap % q.kernel_w) * q.dilation_w;
+          if (ih >= 0 && ih < q.in_height && iw >= 0 && iw < q.in_width) {
+            const float* from = image + ih * s.h + iw * s.w + c;
+            std::copy(from, from + cnt, out + kk);
+          } else {
+            std::fill(out + kk, out + kk + cnt, 0.0f);
+          }
+          kk += cnt;
+        }
+        std::fill(out + ks, out + nr, 0.0f);
+      }
+    }
+  }
+};
+
 // GEMM operand B = col^T (pixels x k) for wgrad, where pixels are the reduction: NR-wide panels
 // of k, dst[panel][j][kk].
 template <typename scalar_t, typename acc>
@@ -520,10 +560,33 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
   acc* go_buf = go_tile.mutable_data_ptr<acc>();
   acc* sum_ptr = sum.mutable_data_ptr<acc>();
+  // float channels_last input: k ordered (kh, kw, c) so packing copies channel runs; the sum is
+  // permuted back to the weight's layout at the end. A dense channels_last grad_output is read in
+  // place as the [cog x pixels] operand (uniform pixel stride), without a gather.
+  const Strides4 gs = strides4(grad_output);
+  const bool cl_float = std::is_same_v<scalar_t, float> && is_channels_last(input) &&
+                        input.stride(1) == 1 && p.in_channels_per_group() >= 8;
+  const bool go_direct = cl_float && gs.c == 1 && gs.w == p.out_channels &&
+                         gs.h == p.out_width * gs.w && gs.n == p.out_height * gs.h;
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
     for (int64_t g = 0; g < p.groups; ++g) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (cl_float) {
+          const ChannelsLastColTAsB col{&p, in_ptr, strides4(input), g, r0};
+          if (go_direct) {
+            const float* go_g = go_ptr + r0 * p.out_width * gs.w + g * cog;
+            gemm::gemm<float>(cog, k, cols, gemm::StridedA<float>{go_g, 1, gs.w}, col,
+                              sum_ptr + g * cog * k, k, true);
+          } else {
+            gather_rows(p, go_ptr, gs, g * cog, cog, r0, r1, go_buf);
+            gemm::gemm<float>(cog, k, cols, gemm::StridedA<float>{go_buf, cols, 1}, col,
+                              sum_ptr + g * cog * k, k, true);
+          }
+          continue;
+        }
+      }
       gather_rows(p, go_ptr, strides4(grad_output), g * cog, cog, r0, r1, go_buf);
       // sum_g [cog x k] += go [cog x cols] * col^T [cols x k]; tiles in order: deterministic.
       const auto col = col_packer<scalar_t, acc>(p, in_ptr, strides4(input), g, r0);
@@ -531,7 +594,12 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
                       sum_ptr + g * cog * k, k, true);
     }
   }
-  grad_weight.copy_(sum.view(grad_weight.sizes()));
+  if (cl_float) {
+    grad_weight.copy_(
+        sum.view({p.out_channels, p.kernel_h, p.kernel_w, p.in_channels_per_group()}).permute({0, 3, 1, 2}));
+  } else {
+    grad_weight.copy_(sum.view(grad_weight.sizes()));
+  }
 }
 
 template <typename scalar_t>
