@@ -1,10 +1,16 @@
-// CPU conv2d: fprop, dgrad, wgrad and grad_bias as GEMMs (gemm.h) over implicit im2col / col2im.
+// CPU conv2d: fprop, dgrad, wgrad and grad_bias as GEMMs of our own (gemm.h).
 //
 // Output rows are numbered globally, row = n * out_height + oh, and processed in tiles of rows, so
 // a small feature map batches several images into one GEMM and a large one is split; every
-// workspace is bounded by kWorkspaceElements, never proportional to the batch. Tensors are read
+// workspace is bounded (tiles, packing panels), never proportional to the batch. Tensors are read
 // and written through their strides, so NCHW, channels_last and arbitrary views need no copy.
-// Half and bfloat16 are converted to float on the way into the workspace (float accumulation).
+// Half and bfloat16 are converted to float on the way into the panels (float accumulation).
+//
+//   fprop  tile = W * col (NCHW output) or col^T * W^T (channels_last output, stored unit-stride);
+//          col is never built: packers read it from the input (implicit im2col).
+//   dgrad  stride 1: a convolution of grad_output with the flipped weight (the fprop path);
+//          otherwise col = W^T * grad_output per tile, then col2im.
+//   wgrad  sum += grad_output * col^T over tiles, in tile order (deterministic).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
