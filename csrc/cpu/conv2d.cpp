@@ -143,6 +143,65 @@ struct ColPacker {
       }
     }
   }
+
+  // wgrad on a float input with unit stride along W (stride_w 1): dst[j * ld + kk] =
+  // col[kk][j0 + j] for kk < ks, j < nj, ld a multiple of 8 >= round_up(ks, 8) (lanes from ks to
+  // the next multiple of 8 are written as zeros). Blocks of 8 k x 8 pixels are transposed in
+  // registers; pixel blocks that straddle the padding are done element by element.
+  void transposed(const Tap* tap, int64_t ks, int64_t j0, int64_t nj, float* dst, int64_t ld) const {
+    static_assert(std::is_same_v<scalar_t, float>);
+    const Conv2dParams& q = *p;
+    const int64_t wo = q.out_width;
+    Run* runs = static_cast<Run*>(gemm::thread_buffer(3, sizeof(Run) * nj));
+    int64_t nruns = 0;
+    for (int64_t j = 0; j < nj;) {  // runs of one output row each
+      const int64_t row = row_begin + (j0 + j) / wo, ow = (j0 + j) % wo;
+      const int64_t len = std::min(wo - ow, nj - j);
+      runs[nruns++] = {j, len, row / q.out_height, row % q.out_height, ow};
+      j += len;
+    }
+    for (int64_t k8 = 0; k8 < ks; k8 += 8) {
+      for (int64_t r = 0; r < nruns; ++r) {
+        const Run& run = runs[r];
+        const float* base[8];  // row i's element for pixel x: base[i][shift[i] + x], lo_i <= x < hi_i
+        int64_t shift[8], lo_i[8], hi_i[8];
+        int64_t lo = 0, hi = run.len;  // pixels valid for every non-null row
+        for (int i = 0; i < 8; ++i) {
+          base[i] = nullptr;
+          shift[i] = lo_i[i] = hi_i[i] = 0;
+          if (k8 + i >= ks) continue;
+          const Tap& t = tap[k8 + i];
+          const int64_t ih = run.oh * q.stride_h + t.dh;
+          if (ih < 0 || ih >= q.in_height) continue;
+          const int64_t iw = run.ow + t.dw;
+          lo_i[i] = std::clamp<int64_t>(-iw, 0, run.len);
+          hi_i[i] = std::clamp<int64_t>(q.in_width - iw, lo_i[i], run.len);
+          if (lo_i[i] >= hi_i[i]) continue;
+          base[i] = input + run.n * s.n + t.offset + ih * s.h;
+          shift[i] = iw;
+          lo = std::max(lo, lo_i[i]);
+          hi = std::min(hi, hi_i[i]);
+        }
+        float* out = dst + run.dst * ld + k8;
+        int64_t x = 0;
+        if (lo < hi) {
+          for (; x < lo; ++x)
+            for (int i = 0; i < 8; ++i)
+              out[x * ld + i] =
+                  (base[i] && x >= lo_i[i] && x < hi_i[i]) ? base[i][shift[i] + x] : 0.0f;
+          for (; x + 8 <= hi; x += 8) {
+            const float* rows[8];
+            for (int i = 0; i < 8; ++i) rows[i] = base[i] ? base[i] + (shift[i] + x) : nullptr;
+            gemm::transpose8x8(rows, out + x * ld, ld);
+          }
+        }
+        for (; x < run.len; ++x)
+          for (int i = 0; i < 8; ++i)
+            out[x * ld + i] =
+                  (base[i] && x >= lo_i[i] && x < hi_i[i]) ? base[i][shift[i] + x] : 0.0f;
+      }
+    }
+  }
 };
 
 template <typename scalar_t, typename acc>
@@ -294,9 +353,17 @@ struct ColTAsB {
                   acc* dst) const {
     const int64_t nr = ki.nr;
     const auto* taps = tap_table(col, k0, n);
+    const bool transpose = std::is_same_v<scalar_t, float> && col.s.w == 1 &&
+                           col.p->stride_w == 1 && nr % 8 == 0;
     for (int64_t kp = 0; kp < n; kp += nr, dst += pc * nr) {
       const int64_t ks = std::min<int64_t>(nr, n - kp);
       zero_tail(dst, pc, nr, ks);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (transpose) {
+          col.transposed(taps + kp, ks, p0, pc, dst, nr);
+          continue;
+        }
+      }
       col(taps + kp, ks, p0, pc, dst, 1, nr, pc, 0);
     }
   }

@@ -136,7 +136,7 @@ CONVPOOL_AVX2 void kernel_avx2(int64_t kc, const typename O::T* a, const typenam
   if (!full) store_edge(tile, NR, c, rs_c, m, n, accumulate);
 }
 
-CONVPOOL_AVX2 void transpose8_avx2(const float* const* rows, float* dst) {
+CONVPOOL_AVX2 void transpose8_avx2(const float* const* rows, float* dst, int64_t ld) {
   __m256 r[8];
   for (int i = 0; i < 8; ++i) r[i] = rows[i] ? _mm256_loadu_ps(rows[i]) : _mm256_setzero_ps();
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -147,14 +147,14 @@ CONVPOOL_AVX2 void transpose8_avx2(const float* const* rows, float* dst) {
   const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
   const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
   const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+  _mm256_storeu_ps(dst + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
 // ---- AVX-512F: MR x 32 floats / MR x 16 doubles (MR = 8 by default), 2 * MR accumulators ----
@@ -315,12 +315,23 @@ const KernelInfo<double>& kernel_info<double>() {
 void pack_transpose8(const float* const* rows, int mr, float* dst) {
 #ifdef CONVPOOL_X86
   if (mr == 8 && isa() >= Isa::avx2) {
-    transpose8_avx2(rows, dst);
+    transpose8_avx2(rows, dst, 8);
     return;
   }
 #endif
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < 8; ++j) dst[j * mr + i] = rows[i] ? rows[i][j] : 0.0f;
+}
+
+void transpose8x8(const float* const* rows, float* dst, int64_t ld) {
+#ifdef CONVPOOL_X86
+  if (isa() >= Isa::avx2) {
+    transpose8_avx2(rows, dst, ld);
+    return;
+  }
+#endif
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * ld + i] = rows[i] ? rows[i][j] : 0.0f;
 }
 
 void* thread_buffer(int which, size_t bytes) {

@@ -58,6 +58,10 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // transpose when mr == 8 and the CPU has AVX2; used to pack channels_last input (gemm.cpp).
 void pack_transpose8(const float* const* rows, int mr, float* dst);
 
+// dst[j * ld + i] = rows[i][j] for i, j < 8 (null rows read as zeros): an 8 x 8 block transposed
+// into a panel of row stride ld. AVX2 when the CPU has it.
+void transpose8x8(const float* const* rows, float* dst, int64_t ld);
+
 // ---- strided-matrix packers ------------------------------------------------------------------
 
 // A[i][k] = a[i * rs + k * cs]. Writes panels of MR rows: dst[panel][k][i], zero-padded.
