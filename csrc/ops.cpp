@@ -4,10 +4,31 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <exception>
+
 // Importing convpool._C runs the static initializers below; no pybind11 needed.
+namespace convpool::cpu::gemm {
+const char* active_isa();  // cpu/gemm.cpp
+}
+
+namespace {
+// convpool._C._cpu_isa(): the instruction set of the CPU GEMM kernels ("avx512", "avx2" or
+// "generic"), after CONVPOOL_CPU_ISA; for tests and benchmark reports.
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  try {
+    return PyUnicode_FromString(convpool::cpu::gemm::active_isa());
+  } catch (const std::exception& e) {  // e.g. a bad CONVPOOL_CPU_ISA value
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+PyMethodDef methods[] = {{"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
+                         {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 extern "C" {
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }
