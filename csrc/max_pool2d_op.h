@@ -1,6 +1,7 @@
 // The device-independent body of the max_pool2d ops: validate (shape.h), handle unbatched input,
 // pick the output layout, allocate, then hand the validated problem to a backend: a struct with
-// static forward / backward (cpu/max_pool2d.cpp, cuda/max_pool2d.cpp).
+// static forward / backward (cpu/max_pool2d.cpp, cuda/backend.h). backward writes every element
+// of grad_input, zeros included.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -63,11 +64,12 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   TORCH_CHECK(indices.sizes() == c10::IntArrayRef(out_sizes),
               "max_pool2d_backward: expected indices of size ", c10::IntArrayRef(out_sizes),
               ", but got ", indices.sizes());
-  // (at::zeros would drop the memory format)
+  // Backends write every element of grad_input (no separate zeroing pass).
   at::Tensor grad_input =
       at::empty(input.sizes(), input.options().memory_format(max_pool2d_memory_format(input)));
-  grad_input.zero_();
-  if (grad_output.numel() > 0) {
+  if (grad_output.numel() == 0) {
+    grad_input.zero_();
+  } else {
     const bool unbatched = input.dim() == 3;
     at::Tensor gi4 = unbatched ? grad_input.unsqueeze(0) : grad_input;
     Backend::backward(p, unbatched ? grad_output.unsqueeze(0) : grad_output,

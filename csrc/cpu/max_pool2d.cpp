@@ -268,14 +268,14 @@ void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
   const int64_t* idx = indices.const_data_ptr<int64_t>();
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t plane_size = p.in_height * p.in_width;
-  // float/double planes stored row-major accumulate in place (grad_input arrives zeroed).
+  // float/double planes stored row-major accumulate in place, zeroed here while in cache.
   const bool in_place = std::is_same_v<scalar_t, acc> && is.w == 1 && is.h == p.in_width;
   at::parallel_for(0, p.batch * p.channels, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> buffer(in_place ? 0 : plane_size);
     for (int64_t q = begin; q < end; ++q) {
       const int64_t n = q / p.channels, c = q % p.channels;
       acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c * is.c) : buffer.data();
-      if (!in_place) std::fill(buffer.begin(), buffer.end(), acc(0));
+      std::fill(sums, sums + plane_size, acc(0));
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t index = idx[n * xs.n + c * xs.c + oh * xs.h + ow * xs.w];
@@ -307,7 +307,7 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
   scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t blocks = (p.channels + kBlock - 1) / kBlock;
   const int64_t plane_size = p.in_height * p.in_width;
-  // float/double in a dense channels_last image accumulate in place (grad_input arrives zeroed):
+  // float/double in a dense channels_last image accumulate in place (zeroed here first):
   // element (index, c) of the block is then at index * is.w + c.
   const bool in_place = std::is_same_v<scalar_t, acc> && is.c == 1 && is.h == p.in_width * is.w;
   at::parallel_for(0, p.batch * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -319,6 +319,8 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
       const int64_t pitch = in_place ? is.w : width;
       if (!in_place) buffer.assign(plane_size * width, acc(0));
       acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c0) : buffer.data();
+      if (in_place)
+        for (int64_t e = 0; e < plane_size; ++e) std::fill(sums + e * pitch, sums + e * pitch + width, acc(0));
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t* pixel_idx = idx + n * xs.n + c0 * xs.c + oh * xs.h + ow * xs.w;
