@@ -5,6 +5,8 @@ Environment:
   CONVPOOL_NO_CUDA=1     never build them
   CONVPOOL_BUILD_EMU=1   also build the CUDA emulator (runs the CUDA kernels on CPU tensors; tests)
   CONVPOOL_DEBUG=1       -O0 -g
+  CONVPOOL_SANITIZE=1    AddressSanitizer + UndefinedBehaviorSanitizer on the C++ (CPU and emulator)
+                         code; run with the sanitizer runtimes preloaded (see .ci/sanitize)
   TORCH_CUDA_ARCH_LIST   GPU architectures (defaults below when unset and no GPU is visible)
 """
 import glob
@@ -50,6 +52,12 @@ def extension():
     debug = flag("CONVPOOL_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     extra_compile_args = {"cxx": opt + ["-fdiagnostics-color=always"]}
+    extra_link_args = []
+    if flag("CONVPOOL_SANITIZE"):
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                    "-fno-omit-frame-pointer", "-g"]
+        extra_compile_args["cxx"] = ["-O1"] + sanitize + ["-fdiagnostics-color=always"]
+        extra_link_args += ["-fsanitize=address,undefined"]
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if flag("CONVPOOL_BUILD_EMU"):
@@ -74,6 +82,7 @@ def extension():
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
         )
     return cpp_extension.CppExtension(
         "convpool._C",
@@ -81,6 +90,7 @@ def extension():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
     )
 
 
