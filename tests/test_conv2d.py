@@ -162,3 +162,17 @@ def test_large_tiled_problem_matches_torch():
     torch.testing.assert_close(ours, ref)
     for a, b in zip(grads(ours, (x, weight)), grads(ref, (x, weight))):
         torch.testing.assert_close(a, b)
+
+
+def test_torch_channels_last_crash_case():
+    """PyTorch 2.14.1 segfaults on this channels_last grouped, dilated, padded convolution (found
+    by the hypothesis properties). convpool computes it; the reference is torch on NCHW."""
+    x = leaf(torch.randn(1, 6, 3, 1, dtype=torch.float64).contiguous(memory_format=torch.channels_last))
+    weight = leaf(torch.randn(4, 3, 4, 1, dtype=torch.float64))
+    bias = leaf(torch.randn(4, dtype=torch.float64))
+    kwargs = dict(stride=2, padding=(2, 1), dilation=2, groups=2)
+    ours = convpool.conv2d(x, weight, bias, **kwargs)
+    ref = F.conv2d(x.contiguous(), weight, bias, **kwargs)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(grads(ours, (x, weight, bias)), grads(ref, (x, weight, bias))):
+        torch.testing.assert_close(a, b)
