@@ -157,3 +157,13 @@ def test_deterministic_overlapping_backward():
     x = leaf(torch.randn(4, 8, 17, 17))
     results = [torch.autograd.grad(convpool.max_pool2d(x, 3, 1, 1).sum(), x)[0] for _ in range(2)]
     assert torch.equal(*results)
+
+
+def test_huge_stride_computes_the_single_window():
+    """torch refuses strides that do not fit in 32 bits ("value cannot be converted to type int");
+    convpool's shape math is int64, so the result is the one window any stride >= H, W gives."""
+    x = torch.randn(2, 3, 9, 9)
+    for stride in (2**40, 2**62):
+        values, indices = convpool.max_pool2d(x, 3, stride, 1, return_indices=True)
+        ref_values, ref_indices = F.max_pool2d(x, 3, 100, 1, return_indices=True)
+        assert torch.equal(values, ref_values) and torch.equal(indices, ref_indices)
