@@ -42,6 +42,10 @@ CONV_ERRORS = [
     # torch reports a oneDNN internal error here; we name the problem.
     ("kernel-size-0", lambda f: f(x4, torch.randn(4, 3, 0, 3)), RuntimeError, "kernel size should be greater than zero", True),
     ("padding-huge", lambda f: f(x4, w, padding=2**62), RuntimeError, "overflows int64", True),
+    ("integer-weight", lambda f: f(x4, w.long()), RuntimeError, r"Input type \(Float\) and weight type \(Long\) should be the same", True),
+    ("integer-bias", lambda f: f(x4, w, torch.ones(4, dtype=torch.int32)), RuntimeError, "bias type \\(Int\\) should be the same", True),
+    ("groups-huge", lambda f: f(x4, w, groups=2**40), RuntimeError, "expected weight to be at least 1099511627776 at dimension 0", True),
+    ("dilation-huge", lambda f: f(x4, w, dilation=2**62), RuntimeError, "overflows int64|Kernel size can't be greater", True),
     # torch computes integer and complex convolutions; convpool's kernels are floating point.
     ("integer-input", lambda f: f(x4.long(), w.long()), NotImplementedError, "not implemented for 'Long'", False),
     ("complex-input", lambda f: f(x4.cfloat(), w.cfloat()), NotImplementedError, "not implemented for 'ComplexFloat'", False),
@@ -113,3 +117,23 @@ def test_backward_ops_validate_shapes():
         torch.ops.convpool.conv2d_grad_input(torch.ones(1, 4, 5, 5), w, [1, 3, 8, 8], *conv)
     with pytest.raises(RuntimeError, match="expected grad_output of size"):
         torch.ops.convpool.conv2d_grad_weight(torch.ones(1, 4, 5, 5), torch.randn(1, 3, 8, 8), [4, 3, 3, 3], *conv)
+
+
+MODULE_ERRORS = [
+    ("conv-groups-0", lambda: convpool.Conv2d(4, 4, 3, groups=0), ValueError, "groups must be a positive integer"),
+    ("conv-in-not-divisible", lambda: convpool.Conv2d(3, 4, 3, groups=2), ValueError, "in_channels must be divisible by groups"),
+    ("conv-out-not-divisible", lambda: convpool.Conv2d(4, 3, 3, groups=2), ValueError, "out_channels must be divisible by groups"),
+    ("conv-bad-padding-mode", lambda: convpool.Conv2d(4, 4, 3, padding_mode="bad"), ValueError, "padding_mode must be one of"),
+    ("conv-bad-padding-string", lambda: convpool.Conv2d(4, 4, 3, padding="full"), ValueError, "Invalid padding string 'full'"),
+    ("conv-same-strided", lambda: convpool.Conv2d(4, 4, 3, padding="same", stride=2), ValueError, "padding='same' is not supported for strided convolutions"),
+    ("conv-forward-channel-mismatch", lambda: convpool.Conv2d(4, 4, 3)(torch.randn(1, 5, 8, 8)), RuntimeError, "expected input\\[1, 5, 8, 8\\] to have 4 channels"),
+    ("pool-forward-padding-too-large", lambda: convpool.MaxPool2d(2, 2, 2)(torch.randn(1, 1, 8, 8)), RuntimeError, "pad should be at most half of effective kernel size"),
+    ("pool-forward-bool", lambda: convpool.MaxPool2d(2)(torch.ones(1, 1, 4, 4, dtype=torch.bool)), NotImplementedError, "not implemented for 'Bool'"),
+]
+
+
+@pytest.mark.parametrize("row", MODULE_ERRORS, ids=_ids(MODULE_ERRORS))
+def test_module_errors(row):
+    _, call, error, regex = row
+    with pytest.raises(error, match=regex):
+        call()
