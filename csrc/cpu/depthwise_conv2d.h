@@ -14,6 +14,7 @@
 
 #include "../params.h"
 #include "../shape.h"
+#include "window.h"
 
 namespace convpool::cpu {
 
@@ -33,10 +34,8 @@ struct Columns {
 
 inline Columns columns_for_tap(const Conv2dParams& p, int64_t kw) {
   const int64_t offset = kw * p.dilation_w - p.pad_w;
-  const int64_t begin = offset >= 0 ? 0 : (-offset + p.stride_w - 1) / p.stride_w;
-  const int64_t last = p.in_width - 1 - offset;
-  const int64_t end = last < 0 ? 0 : std::min(p.out_width, last / p.stride_w + 1);
-  return {begin, std::max(begin, end), offset};
+  const OutputRange r = outputs_inside(offset, p.stride_w, p.in_width, p.out_width);
+  return {r.begin, r.end, offset};
 }
 
 template <typename scalar_t>

@@ -20,6 +20,7 @@
 #include "../max_pool2d_op.h"
 #include "../emu/routing.h"
 #include "isa.h"
+#include "window.h"
 
 namespace convpool::cpu {
 namespace {
@@ -116,10 +117,8 @@ struct UpdateMaxFloatAvx2 {
 // Output columns [begin, end) whose tap `kw` lands inside the input row.
 inline TapRange columns_hitting(const Pool2dParams& p, int64_t kw) {
   const int64_t offset = kw * p.dilation_w - p.pad_w;  // iw = ow * stride_w + offset
-  const int64_t begin = offset >= 0 ? 0 : (-offset + p.stride_w - 1) / p.stride_w;
-  const int64_t last = p.in_width - 1 - offset;
-  const int64_t end = last < 0 ? 0 : std::min(p.out_width, last / p.stride_w + 1);
-  return {begin, std::max(begin, end)};
+  const OutputRange r = outputs_inside(offset, p.stride_w, p.in_width, p.out_width);
+  return {r.begin, r.end};
 }
 
 // Index of a window's first in-bounds element, or kNoInputIndex.
