@@ -46,6 +46,11 @@ CONV_ERRORS = [
     ("integer-bias", lambda f: f(x4, w, torch.ones(4, dtype=torch.int32)), RuntimeError, "bias type \\(Int\\) should be the same", True),
     ("groups-huge", lambda f: f(x4, w, groups=2**40), RuntimeError, "expected weight to be at least 1099511627776 at dimension 0", True),
     ("dilation-huge", lambda f: f(x4, w, dilation=2**62), RuntimeError, "overflows int64|Kernel size can't be greater", True),
+    # Mixed devices (the meta device is the second device every machine has). torch returns an
+    # uninitialized CPU tensor for a CPU input with a meta weight or bias, so it is not asked.
+    ("weight-on-other-device", lambda f: f(x4, w.to("meta")), RuntimeError, "input and weight should be on the same device, but got input on cpu and weight on meta", False),
+    ("bias-on-other-device", lambda f: f(x4, w, torch.randn(4, device="meta")), RuntimeError, "input and bias should be on the same device, but got input on cpu and bias on meta", False),
+    ("input-on-other-device", lambda f: f(x4.to("meta"), w), RuntimeError, "input and weight should be on the same device, but got input on meta and weight on cpu", False),
     # torch computes integer and complex convolutions; convpool's kernels are floating point.
     ("integer-input", lambda f: f(x4.long(), w.long()), NotImplementedError, "not implemented for 'Long'", False),
     ("complex-input", lambda f: f(x4.cfloat(), w.cfloat()), NotImplementedError, "not implemented for 'ComplexFloat'", False),
@@ -112,7 +117,15 @@ def test_backward_ops_validate_shapes():
         torch.ops.convpool.max_pool2d_backward(values, x, indices[..., :1], *pool)
     with pytest.raises(RuntimeError, match="expected indices of dtype Long"):
         torch.ops.convpool.max_pool2d_backward(values, x, indices.int(), *pool)
+    with pytest.raises(RuntimeError, match="grad_output and indices should be on the same device"):
+        torch.ops.convpool.max_pool2d_backward(values, x, indices.to("meta"), *pool)
+    with pytest.raises(RuntimeError, match="grad_output and input should be on the same device"):
+        torch.ops.convpool.max_pool2d_backward(values, x.to("meta"), indices, *pool)
     conv = ([1], [0], [1], 1)
+    with pytest.raises(RuntimeError, match="grad_output and weight should be on the same device"):
+        torch.ops.convpool.conv2d_grad_input(torch.ones(1, 4, 6, 6), w.to("meta"), [1, 3, 8, 8], *conv)
+    with pytest.raises(RuntimeError, match="grad_output and input should be on the same device"):
+        torch.ops.convpool.conv2d_grad_weight(torch.ones(1, 4, 6, 6), torch.randn(1, 3, 8, 8, device="meta"), [4, 3, 3, 3], *conv)
     with pytest.raises(RuntimeError, match="expected grad_output of size"):
         torch.ops.convpool.conv2d_grad_input(torch.ones(1, 4, 5, 5), w, [1, 3, 8, 8], *conv)
     with pytest.raises(RuntimeError, match="expected grad_output of size"):

@@ -1,7 +1,9 @@
 """Fake (meta) kernels: output shapes, dtypes and layouts of every torch.ops.convpool op, so that
 FakeTensor, torch.compile and torch.export can trace them without running a kernel.
 
-Shape formulas mirror csrc/shape.h; argument validation stays in C++ (it runs on real calls)."""
+Shape formulas mirror csrc/shape.h; argument validation stays in C++ (it runs on real calls),
+except the device check: a call mixing a meta tensor with real ones dispatches here, not to C++,
+and must raise instead of returning an uninitialized tensor (torch's own conv2d returns garbage)."""
 import torch
 
 from ._layout import conv2d_memory_format, is_channels_last
@@ -27,6 +29,16 @@ def _conv2d_output_sizes(input_sizes, weight_sizes, stride, padding, dilation):
     return [n, out_c, out_h, out_w]
 
 
+def _check_same_device(op, **tensors):
+    """Every tensor argument on one device, named as the C++ checks name them."""
+    named = [(name, t) for name, t in tensors.items() if t is not None]
+    first_name, first = named[0]
+    for name, t in named[1:]:
+        torch._check(t.device == first.device, lambda: (
+            f"{op}: {first_name} and {name} should be on the same device, but got "
+            f"{first_name} on {first.device} and {name} on {t.device}"))
+
+
 def _empty(sizes, like, memory_format=torch.contiguous_format, unbatched=False):
     out = torch.empty(sizes, dtype=like.dtype, device=like.device, memory_format=memory_format)
     return out.squeeze(0) if unbatched else out
@@ -38,6 +50,7 @@ def _batched(t):
 
 @torch.library.register_fake("convpool::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    _check_same_device("conv2d", input=input, weight=weight, bias=bias)
     torch._check(input.dim() in (3, 4), lambda: f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}")
     x = _batched(input)
     sizes = _conv2d_output_sizes(x.shape, weight.shape, stride, padding, dilation)
@@ -46,6 +59,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
 
 @torch.library.register_fake("convpool::conv2d_grad_input")
 def _conv2d_grad_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups):
+    _check_same_device("conv2d_grad_input", grad_output=grad_output, weight=weight)
     go = _batched(grad_output)
     return _empty(_batched_sizes(input_size), go, conv2d_memory_format(go, weight),
                   unbatched=len(input_size) == 3)
@@ -53,6 +67,7 @@ def _conv2d_grad_input_fake(grad_output, weight, input_size, stride, padding, di
 
 @torch.library.register_fake("convpool::conv2d_grad_weight")
 def _conv2d_grad_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups):
+    _check_same_device("conv2d_grad_weight", grad_output=grad_output, input=input)
     return _empty(list(weight_size), input,
                   conv2d_memory_format(_batched(input), _batched(grad_output)))
 
@@ -96,5 +111,6 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
 @torch.library.register_fake("convpool::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
+    _check_same_device("max_pool2d_backward", grad_output=grad_output, input=input, indices=indices)
     return torch.empty(input.shape, dtype=input.dtype, device=input.device,
                        memory_format=_pool_memory_format(input))
