@@ -54,10 +54,13 @@ def extension():
     extra_compile_args = {"cxx": opt + ["-fdiagnostics-color=always"]}
     extra_link_args = []
     if flag("CONVPOOL_SANITIZE"):
+        # -fno-wrapv: Python's CFLAGS carry -fwrapv, which defines signed overflow and so turns
+        # off UBSan's signed-integer-overflow check (found by the canary in .ci/sanitize).
         sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-                    "-fno-omit-frame-pointer", "-g"]
+                    "-fno-wrapv", "-fno-omit-frame-pointer", "-g"]
         extra_compile_args["cxx"] = ["-O1"] + sanitize + ["-fdiagnostics-color=always"]
         extra_link_args += ["-fsanitize=address,undefined"]
+        cpp_sources += sources("csrc/sanitize/*.cpp")  # the canaries .ci/sanitize must see reported
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if flag("CONVPOOL_BUILD_EMU"):
