@@ -10,7 +10,9 @@ Environment:
   TORCH_CUDA_ARCH_LIST   GPU architectures (defaults below when unset and no GPU is visible)
 """
 import glob
+import json
 import os
+import re
 
 import torch
 from setuptools import find_packages, setup
@@ -34,6 +36,18 @@ def sources(*patterns):
     for pattern in patterns:
         found += sorted(glob.glob(os.path.join(ROOT, pattern)))
     return [os.path.relpath(path, ROOT) for path in found]
+
+
+def package_version():
+    """convpool.__version__, the one place the version is written (pyproject reads it too)."""
+    with open(os.path.join(ROOT, "src", "convpool", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def string_macro(name, value):
+    """-DNAME="value" for the C++ compiler (ops.cpp's build info): a JSON string of ASCII text is a
+    valid C string literal. Passed as a flag, not a define_macro, so nvcc never sees the quotes."""
+    return f"-D{name}={json.dumps(value, ensure_ascii=True)}"
 
 
 def want_cuda(cuda_sources):
@@ -67,11 +81,18 @@ def extension():
         cpp_sources += sources("csrc/emu/*.cpp")
         define_macros.append(("CONVPOOL_WITH_EMU", "1"))
 
+    # What `python -m convpool` reports: the versions this binary is built from and against.
+    extra_compile_args["cxx"] += [string_macro("CONVPOOL_VERSION", package_version()),
+                                  string_macro("CONVPOOL_TORCH_VERSION", torch.__version__)]
+
     if want_cuda(cuda_sources):
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             cuda_major = int((torch.version.cuda or "0").split(".")[0])
             os.environ["TORCH_CUDA_ARCH_LIST"] = (
                 DEFAULT_CUDA_ARCHS_CUDA13 if cuda_major >= 13 else DEFAULT_CUDA_ARCHS)
+        # Unset here means torch picks the visible GPUs' architectures.
+        extra_compile_args["cxx"].append(string_macro(
+            "CONVPOOL_CUDA_ARCH_LIST", os.environ.get("TORCH_CUDA_ARCH_LIST", "visible GPUs")))
         # torch's CUDA headers include cusparse.h & co., which pip's CUDA wheels put here.
         import nvidia
 

@@ -3,6 +3,7 @@
 // (src/convpool/_fake.py, src/convpool/autograd.py).
 #include <Python.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <exception>
 
@@ -10,6 +11,23 @@
 namespace convpool::cpu::gemm {
 const char* active_isa();  // cpu/gemm.cpp
 }
+#ifdef CONVPOOL_WITH_CUDA
+namespace convpool::cuda {
+const char* compiled_arch_list();  // cuda/build_info.cu
+const char* nvcc_version();
+}  // namespace convpool::cuda
+#endif
+
+// setup.py passes these as string literals; a build without it still reports what it can.
+#ifndef CONVPOOL_VERSION
+#define CONVPOOL_VERSION "unknown"
+#endif
+#ifndef CONVPOOL_TORCH_VERSION
+#define CONVPOOL_TORCH_VERSION TORCH_VERSION  // without the local part, e.g. "+cu130"
+#endif
+#ifndef CONVPOOL_CUDA_ARCH_LIST
+#define CONVPOOL_CUDA_ARCH_LIST ""
+#endif
 
 namespace {
 // convpool._C._cpu_isa(): the instruction set of the CPU GEMM kernels ("avx512", "avx2" or
@@ -22,7 +40,94 @@ PyObject* cpu_isa(PyObject*, PyObject*) {
     return nullptr;
   }
 }
+
+// Sets dict[key] = value and releases value; false (with a Python error set) on failure.
+bool put(PyObject* dict, const char* key, PyObject* value) {
+  if (value == nullptr) return false;
+  const int status = PyDict_SetItemString(dict, key, value);
+  Py_DECREF(value);
+  return status == 0;
+}
+
+PyObject* cpu_features() {
+  PyObject* features = PyDict_New();
+  if (features == nullptr) return nullptr;
+#if defined(__x86_64__) || defined(__i386__)
+  // What the CPU offers, whatever CONVPOOL_CPU_ISA allows the GEMM to use.
+  __builtin_cpu_init();
+  const bool ok = put(features, "avx2", PyBool_FromLong(__builtin_cpu_supports("avx2"))) &&
+                  put(features, "fma", PyBool_FromLong(__builtin_cpu_supports("fma"))) &&
+                  put(features, "avx512f", PyBool_FromLong(__builtin_cpu_supports("avx512f")));
+  if (!ok) {
+    Py_DECREF(features);
+    return nullptr;
+  }
+#endif
+  return features;
+}
+
+// convpool._C._build_info(): how this binary was built, from compile-time macros (and the CPU
+// features it finds at run time); convpool.build_info() and `python -m convpool` report it.
+PyObject* build_info(PyObject*, PyObject*) {
+#ifdef CONVPOOL_WITH_CUDA
+  const bool with_cuda = true;
+  const char* cuda_archs = convpool::cuda::compiled_arch_list();
+  const char* nvcc = convpool::cuda::nvcc_version();
+#else
+  const bool with_cuda = false;
+  const char* cuda_archs = "";
+  const char* nvcc = "";
+#endif
+#ifdef CONVPOOL_WITH_EMU
+  const bool with_emulator = true;
+#else
+  const bool with_emulator = false;
+#endif
+#if defined(__clang__)
+  const char* compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+  const char* compiler = "gcc " __VERSION__;
+#else
+  const char* compiler = "unknown";
+#endif
+#ifdef __OPTIMIZE__
+  const bool optimized = true;
+#else
+  const bool optimized = false;
+#endif
+#if defined(__SANITIZE_ADDRESS__)  // gcc
+  const bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)  // clang
+  const bool sanitized = true;
+#else
+  const bool sanitized = false;
+#endif
+#else
+  const bool sanitized = false;
+#endif
+  PyObject* info = PyDict_New();
+  if (info == nullptr) return nullptr;
+  const bool ok = put(info, "version", PyUnicode_FromString(CONVPOOL_VERSION)) &&
+                  put(info, "torch_version", PyUnicode_FromString(CONVPOOL_TORCH_VERSION)) &&
+                  put(info, "cuda", PyBool_FromLong(with_cuda)) &&
+                  put(info, "cuda_archs", PyUnicode_FromString(cuda_archs)) &&
+                  put(info, "cuda_arch_list", PyUnicode_FromString(CONVPOOL_CUDA_ARCH_LIST)) &&
+                  put(info, "nvcc_version", PyUnicode_FromString(nvcc)) &&
+                  put(info, "emulator", PyBool_FromLong(with_emulator)) &&
+                  put(info, "cpu_features", cpu_features()) &&
+                  put(info, "compiler", PyUnicode_FromString(compiler)) &&
+                  put(info, "optimized", PyBool_FromLong(optimized)) &&
+                  put(info, "sanitized", PyBool_FromLong(sanitized));
+  if (!ok) {
+    Py_DECREF(info);
+    return nullptr;
+  }
+  return info;
+}
+
 PyMethodDef methods[] = {{"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
+                         {"_build_info", build_info, METH_NOARGS, "how this binary was built"},
                          {nullptr, nullptr, 0, nullptr}};
 }  // namespace
 

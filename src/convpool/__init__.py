@@ -10,7 +10,8 @@ from . import _fake, autograd  # noqa: F401  (fake kernels and autograd formulas
 from . import testing  # noqa: F401  (convpool.testing.cuda_emulation)
 from .convert import convert
 from .functional import conv2d, max_pool2d
+from .info import build_info
 from .modules import Conv2d, MaxPool2d
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "max_pool2d", "Conv2d", "MaxPool2d", "convert"]
+__all__ = ["conv2d", "max_pool2d", "Conv2d", "MaxPool2d", "convert", "build_info"]
