@@ -1,0 +1,108 @@
+"""torch.autocast: convpool.conv2d casts like torch's conv2d (to the region's dtype), max_pool2d runs
+in its input's dtype (torch's is in no autocast list); results, dtypes and gradients match torch's
+under the same autocast region."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import convpool
+from helpers import TOLERANCES
+
+AUTOCAST_DTYPES = [torch.bfloat16, torch.float16]
+
+# Gradients relative to their largest element. Looser than the forward's for float16: convpool's
+# max_pool2d backward accumulates overlapping windows in float, torch's in float16, and the conv
+# bias gradient behind the pool sums those rounding differences over the batch and the plane.
+GRAD_TOLERANCES = {torch.bfloat16: TOLERANCES[torch.bfloat16], torch.float16: dict(rtol=1e-2, atol=1e-2)}
+
+
+def small_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        # No bias before a batch norm: its gradient would be rounding noise around zero.
+        nn.Conv2d(8, 16, 3, stride=2, groups=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 2 * 2, 5))
+
+
+def record_output_dtypes(model):
+    dtypes = []
+    for module in model:
+        module.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    return dtypes
+
+
+def run_under_autocast(model, x, device_type, dtype):
+    """Forward and backward inside the region (as training scripts often do); the dtype of every
+    layer's output, the output, and the gradients of x and of the fp32 parameters."""
+    dtypes = record_output_dtypes(model)
+    with torch.autocast(device_type, dtype=dtype):
+        out = model(x)
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *model.parameters()])
+    return dtypes, out, grads
+
+
+def check_matches_torch(device, dtype):
+    torch.manual_seed(0)
+    theirs = small_net().to(device)
+    ours = convpool.convert(copy.deepcopy(theirs))
+    x = torch.randn(4, 3, 20, 20, device=device, requires_grad=True)
+    dtypes_ours, out_ours, grads_ours = run_under_autocast(ours, x, device.type, dtype)
+    dtypes_theirs, out_theirs, grads_theirs = run_under_autocast(theirs, x, device.type, dtype)
+    # conv outputs in the autocast dtype, pooling keeps it, linear casts again: torch's choices.
+    assert dtypes_ours == dtypes_theirs
+    assert dtypes_ours[0] == dtype and out_ours.dtype == dtype
+    torch.testing.assert_close(out_ours, out_theirs, **TOLERANCES[dtype])
+    for ours_grad, theirs_grad in zip(grads_ours, grads_theirs):
+        assert ours_grad.dtype == theirs_grad.dtype == torch.float32  # fp32 leaves: fp32 grads
+        scale = theirs_grad.abs().max().item()
+        torch.testing.assert_close(ours_grad / scale, theirs_grad / scale, **GRAD_TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_autocast_cpu_net_matches_torch(dtype):
+    check_matches_torch(torch.device("cpu"), dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_autocast_cuda_net_matches_torch(dtype):
+    check_matches_torch(torch.device("cuda"), dtype)
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_autocast_cpu_op_dtypes(dtype):
+    x = torch.randn(2, 3, 8, 8)
+    w = torch.randn(4, 3, 3, 3)
+    b = torch.randn(4)
+    with torch.autocast("cpu", dtype=dtype):
+        # Every floating operand is cast, bias included; the result is in the region's dtype.
+        y = convpool.conv2d(x, w, b, padding=1)
+        expected = torch.nn.functional.conv2d(x, w, b, padding=1)
+        assert y.dtype == expected.dtype == dtype
+        torch.testing.assert_close(y, expected, **TOLERANCES[dtype])
+        # Operands of mixed dtypes are all cast: no dtype-mismatch error.
+        assert convpool.conv2d(x.to(dtype), w, b).dtype == dtype
+        # float64 is left alone, as torch does.
+        assert convpool.conv2d(x.double(), w.double()).dtype == torch.float64
+        # max_pool2d runs in its input's dtype.
+        values, indices = convpool.max_pool2d(x, 2, return_indices=True)
+        expected_values, expected_indices = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
+        assert values.dtype == expected_values.dtype == torch.float32
+        assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
+        # Inside a region with autocast disabled, nothing is cast.
+        with torch.autocast("cpu", enabled=False):
+            assert convpool.conv2d(x, w, b).dtype == torch.float32
+    # Outside the region, nothing is cast.
+    assert convpool.conv2d(x, w, b).dtype == torch.float32
+
+
+def test_autocast_rule_registered_for_cpu_and_cuda():
+    # The CUDA rule cannot run without a GPU here; it must at least be in the dispatch table.
+    for key in ("AutocastCPU", "AutocastCUDA"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("convpool::conv2d", key)
+        # No rule for max_pool2d (torch has none) nor for the backward ops (they get cast tensors).
+        for op in ("max_pool2d", "max_pool2d_backward", "conv2d_grad_input", "conv2d_grad_weight",
+                   "conv2d_grad_bias"):
+            assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"convpool::{op}", key)
