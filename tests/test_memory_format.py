@@ -53,7 +53,7 @@ def test_resnet18_channels_last_forward_and_backward():
     torch.manual_seed(0)
     reference = torchvision.models.resnet18(num_classes=10).double()
     model = convpool.convert(copy.deepcopy(reference))
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)  # the last maps are 2x2: layouts unambiguous
+    x = torch.randn(2, 3, 48, 48, dtype=torch.float64)  # the last maps are 2x2: layouts unambiguous
     strides, out, x_grad, param_grads = run_channels_last(model, x)
     expected_strides, expected_out, expected_x_grad, expected_param_grads = run_channels_last(
         reference, x)
