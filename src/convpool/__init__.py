@@ -12,6 +12,7 @@ from .convert import convert
 from .functional import conv2d, max_pool2d
 from .info import build_info
 from .modules import Conv2d, MaxPool2d
+from .routing import enable
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "max_pool2d", "Conv2d", "MaxPool2d", "convert", "build_info"]
+__all__ = ["conv2d", "max_pool2d", "Conv2d", "MaxPool2d", "convert", "build_info", "enable"]
