@@ -180,3 +180,28 @@ def test_enable_is_public():
     assert "enable" in convpool.__all__
     with convpool.enable() as mode:
         assert isinstance(mode, torch.overrides.TorchFunctionMode)
+
+
+def test_routing_inside_torch_compile():
+    # Dynamo traces the mode: the compiled graph calls convpool's ops; leaving the mode recompiles
+    # (Dynamo guards on the active modes) back to torch's.
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+    x = torch.randn(2, 3, 9, 9)
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(model, fullgraph=True, backend=capture)
+    with convpool.enable():
+        actual = compiled(x)
+    expected = compiled(x)
+    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
+    routed_targets, unrouted_targets = ({str(node.target) for node in graph.graph.nodes
+                                         if node.op == "call_function"} for graph in graphs)
+    assert {"convpool.conv2d", "convpool.max_pool2d"} <= routed_targets
+    assert not any("conv" in t and not t.startswith("convpool.") for t in routed_targets)
+    assert not any(t.startswith("convpool.") for t in unrouted_targets)
+    torch._dynamo.reset()

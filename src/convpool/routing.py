@@ -12,7 +12,6 @@ the mode never turns a call torch accepts into an error. Every other function pa
 
 torch pops the mode while its handler runs, so convpool's own torch calls (F.pad, torch.ops) are
 not intercepted again: no recursion."""
-import functools
 import inspect
 
 import torch
@@ -25,16 +24,20 @@ _CONV_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfl
 _POOL_DTYPES = _CONV_DTYPES | {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
 
 
-@functools.lru_cache(maxsize=None)
-def _has_kernel(op_name: str, device_type: str) -> bool:
-    try:
-        key = torch._C._dispatch_key_for_device(device_type)
-        return torch._C._dispatch_has_kernel_for_dispatch_key(f"convpool::{op_name}", key)
-    except RuntimeError:  # a device type without a dispatch key of its own
-        return False
+def _device_types_with_kernel(op_name: str) -> frozenset:
+    # Decided once, at import: a set lookup is all the mode does per call (and all torch.compile
+    # has to trace through).
+    return frozenset(
+        device_type for device_type in ("cpu", "cuda", "meta")
+        if torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"convpool::{op_name}", torch._C._dispatch_key_for_device(device_type)))
 
 
-def _servable(tensor, op_name: str, dtypes) -> bool:
+_CONV_DEVICE_TYPES = _device_types_with_kernel("conv2d")
+_POOL_DEVICE_TYPES = _device_types_with_kernel("max_pool2d")
+
+
+def _servable(tensor, dtypes, device_types) -> bool:
     """A plain dense tensor (no __torch_function__ subclass, which expects torch's ops) of a dtype
     and on a device that the convpool op handles."""
     return (isinstance(tensor, torch.Tensor)
@@ -42,7 +45,7 @@ def _servable(tensor, op_name: str, dtypes) -> bool:
                  or type(tensor).__torch_function__ is torch._C._disabled_torch_function_impl)
             and tensor.layout == torch.strided
             and tensor.dtype in dtypes
-            and _has_kernel(op_name, tensor.device.type))
+            and tensor.device.type in device_types)
 
 
 # The signatures of the intercepted torch functions; binding a call to one both normalizes its
@@ -50,14 +53,14 @@ def _servable(tensor, op_name: str, dtypes) -> bool:
 
 def _conv2d_route(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     tensors = (input, weight) if bias is None else (input, weight, bias)
-    if not all(_servable(t, "conv2d", _CONV_DTYPES) for t in tensors):
+    if not all(_servable(t, _CONV_DTYPES, _CONV_DEVICE_TYPES) for t in tensors):
         return NotImplemented
     return functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
 def _max_pool2d_route(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                       return_indices=False):
-    if not _servable(input, "max_pool2d", _POOL_DTYPES):
+    if not _servable(input, _POOL_DTYPES, _POOL_DEVICE_TYPES):
         return NotImplemented
     return functional.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
                                  return_indices)
