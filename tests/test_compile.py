@@ -107,7 +107,7 @@ def _convpool_targets(graph_module):
             if node.op == "call_function" and str(node.target).startswith("convpool.")]
 
 
-def test_export_resnet18_calls_convpool_ops():
+def test_export_resnet18_calls_convpool_ops(tmp_path):
     torch.manual_seed(0)
     reference = torchvision.models.resnet18(num_classes=10).eval()
     model = convpool.convert(copy.deepcopy(reference))
@@ -122,7 +122,8 @@ def test_export_resnet18_calls_convpool_ops():
         assert not [node for node in graph_module.graph.nodes
                     if "convolution" in str(node.target) or "max_pool2d" in str(node.target)
                     and not str(node.target).startswith("convpool.")]
-    exported = program.module()
+    torch.export.save(program, tmp_path / "resnet18.pt2")
+    exported = torch.export.load(tmp_path / "resnet18.pt2").module()
     for n in (2, 5):
         x = torch.randn(n, 3, 64, 64)
         expected = model(x)
