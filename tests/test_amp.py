@@ -106,3 +106,22 @@ def test_autocast_rule_registered_for_cpu_and_cuda():
         for op in ("max_pool2d", "max_pool2d_backward", "conv2d_grad_input", "conv2d_grad_weight",
                    "conv2d_grad_bias"):
             assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"convpool::{op}", key)
+
+
+def test_autocast_under_torch_compile():
+    # The cast rule is traced too: a compiled converted net under autocast equals eager.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = convpool.convert(small_net())
+    x = torch.randn(4, 3, 20, 20)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual, expected = compiled(x), model(x)
+    assert actual.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(actual, expected)
+    params = list(model.parameters())
+    for a, e in zip(torch.autograd.grad(actual.float().sum(), params),
+                    torch.autograd.grad(expected.float().sum(), params)):
+        assert a.dtype == e.dtype == torch.float32
+        torch.testing.assert_close(a, e)
+    torch._dynamo.reset()
