@@ -533,8 +533,15 @@ bool chosen(const Conv2dParams& p, c10::ScalarType dtype) {
                        p.out_channels > 0 && p.out_height > 0 && p.out_width > 0;
   if (!applies) return false;
   if (m == Mode::on) return true;
-  // Measured on an AVX-512 Zen 5 (tools/cpu_conv_ratio.py): see the thresholds' note.
-  return p.in_channels >= 32 && p.out_channels >= 32 && p.out_height >= 8 && p.out_width >= 8;
+  // Thresholds measured on a 2-core AVX-512 Zen 5 (direct GEMM path vs Winograd over channels
+  // 8..512, feature maps 6..56, batch 1 and 8):
+  // - with fewer than 16 channels on either side the tile transforms cost more than they save;
+  // - the weight transform (36 * C_in * C_out values per call) needs about 512 output pixels per
+  //   call to pay off, whatever the channel counts (both scale with C_in * C_out);
+  // - 4x4 tiles over a small map compute padding: at most 1.5x the outputs (7x7: 1.31x, 6x6: 1.78x).
+  const int64_t pixels = p.batch * p.out_height * p.out_width;
+  const int64_t tiled = p.batch * gemm::round_up(p.out_height, kTile) * gemm::round_up(p.out_width, kTile);
+  return std::min(p.in_channels, p.out_channels) >= 16 && pixels >= 512 && 2 * tiled <= 3 * pixels;
 }
 
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
