@@ -128,6 +128,25 @@ def test_forced_half_types_use_float_tiles(forced, dtype, layout):
                                **TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_non_finite_values_give_torchs_pattern(forced, value, where):
+    """Winograd would spread an inf over whole tiles as NaN; such calls are recomputed directly."""
+    x = make_tensor((2, 16, 12, 13), torch.float32, seed=19)
+    w = make_tensor((16, 16, 3, 3), torch.float32, seed=20)
+    if where == "input":
+        x[1, 3, 5, 6] = value
+    else:
+        w[4, 2, 1, 1] = value
+    out = convpool.conv2d(x, w, padding=1)
+    ref = F.conv2d(x, w, padding=1)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.isinf() & (out > 0), ref.isinf() & (ref > 0))
+    assert torch.equal(out.isinf() & (out < 0), ref.isinf() & (ref < 0))
+    finite = ref.isfinite()
+    torch.testing.assert_close(out[finite], ref[finite], **TOLERANCES[torch.float32])
+
+
 def test_float64_keeps_the_direct_path(forced):
     x = make_tensor((2, 32, 20, 20), torch.float64, seed=10)
     w = make_tensor((32, 32, 3, 3), torch.float64, seed=11)

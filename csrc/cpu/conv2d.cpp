@@ -483,10 +483,8 @@ at::Tensor weight_matrices(const Conv2dParams& p, const at::Tensor& weight) {
 template <typename scalar_t>
 void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                 const at::Tensor* bias, at::Tensor& output) {
-  if (winograd::chosen(p, input.scalar_type())) {
-    winograd::fprop(p, input, weight, bias, output);
+  if (winograd::chosen(p, input.scalar_type()) && winograd::fprop(p, input, weight, bias, output))
     return;
-  }
   using acc = acc_t<scalar_t>;
   const auto acc_options = input.options().dtype(c10::CppTypeToScalarType<acc>::value);
   const at::Tensor w = weight_matrices<scalar_t>(p, weight);

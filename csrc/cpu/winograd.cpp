@@ -296,15 +296,17 @@ CONVPOOL_WINO_INLINE void input_block_body(const Geometry& geo, const scalar_t* 
 
 // y[n][o][oh + i][ow + j] = (A^T m A)[i][j] + bias[o] for the block's tiles, from the products
 // m[t][tile][o] (row stride out_channels, point stride tiles_cap * out_channels). Computes work
-// items [item0, item1), item = tile * channel_chunks + chunk of kLanes output channels.
+// items [item0, item1), item = tile * channel_chunks + chunk of kLanes output channels. Returns
+// whether every value was finite.
 template <typename scalar_t>
-CONVPOOL_WINO_INLINE void output_block_body(const Geometry& geo, const float* m_rows,
+CONVPOOL_WINO_INLINE bool output_block_body(const Geometry& geo, const float* m_rows,
                                             int64_t tiles_cap, const float* bias, int64_t tile0,
                                             scalar_t* y, Strides4 s, int64_t item0, int64_t item1) {
   const int64_t n_total = geo.out_channels;
   const int64_t chunks = (n_total + kLanes - 1) / kLanes;
   alignas(64) float m[kPoints * kLanes];
   alignas(64) float out[kTile * kTile * kLanes];
+  alignas(64) float zero_if_finite[kLanes] = {};  // sums of value * 0: NaN once one is not finite
   for (int64_t item = item0; item < item1; ++item) {
     const int64_t index = item / chunks, o0 = item % chunks * kLanes;
     const Geometry::Tile tile = geo.tile(tile0 + index);
@@ -321,6 +323,8 @@ CONVPOOL_WINO_INLINE void output_block_body(const Geometry& geo, const float* m_
       }
     }
     output_2d(m, out);
+    for (int q = 0; q < kTile * kTile; ++q)
+      for (int e = 0; e < kLanes; ++e) zero_if_finite[e] += out[q * kLanes + e] * 0.0f;
     if (bias) {
       float b[kLanes];
       for (int e = 0; e < kLanes; ++e) b[e] = e < lanes ? bias[o0 + e] : 0.0f;
@@ -356,6 +360,9 @@ CONVPOOL_WINO_INLINE void output_block_body(const Geometry& geo, const float* m_
         }
       }
   }
+  float check = 0.0f;
+  for (int e = 0; e < kLanes; ++e) check += zero_if_finite[e];
+  return check == 0.0f;
 }
 
 // ---- ISA variants: the same bodies compiled for AVX-512, AVX2 + FMA and the baseline -----------
@@ -371,15 +378,15 @@ Simd simd() {
 }
 
 #ifdef CONVPOOL_WINOGRAD_X86
-#define CONVPOOL_WINO_VARIANTS(NAME, BODY, PARAMS, ARGS)                                  \
+#define CONVPOOL_WINO_VARIANTS(RET, NAME, BODY, PARAMS, ARGS)                             \
   template <typename scalar_t>                                                            \
-  __attribute__((target("avx512f,avx2,fma"))) void NAME##_avx512 PARAMS { BODY ARGS; }    \
+  __attribute__((target("avx512f,avx2,fma"))) RET NAME##_avx512 PARAMS { return BODY ARGS; } \
   template <typename scalar_t>                                                            \
-  __attribute__((target("avx2,fma"))) void NAME##_avx2 PARAMS { BODY ARGS; }              \
+  __attribute__((target("avx2,fma"))) RET NAME##_avx2 PARAMS { return BODY ARGS; }        \
   template <typename scalar_t>                                                            \
-  void NAME##_generic PARAMS { BODY ARGS; }                                               \
+  RET NAME##_generic PARAMS { return BODY ARGS; }                                         \
   template <typename scalar_t>                                                            \
-  void NAME PARAMS {                                                                      \
+  RET NAME PARAMS {                                                                       \
     switch (simd()) {                                                                     \
       case Simd::avx512: return NAME##_avx512<scalar_t> ARGS;                            \
       case Simd::avx2: return NAME##_avx2<scalar_t> ARGS;                                \
@@ -387,17 +394,17 @@ Simd simd() {
     }                                                                                     \
   }
 #else
-#define CONVPOOL_WINO_VARIANTS(NAME, BODY, PARAMS, ARGS) \
-  template <typename scalar_t>                           \
-  void NAME PARAMS { BODY ARGS; }
+#define CONVPOOL_WINO_VARIANTS(RET, NAME, BODY, PARAMS, ARGS) \
+  template <typename scalar_t>                                \
+  RET NAME PARAMS { return BODY ARGS; }
 #endif
 
-CONVPOOL_WINO_VARIANTS(input_block, input_block_body<scalar_t>,
+CONVPOOL_WINO_VARIANTS(void, input_block, input_block_body<scalar_t>,
                        (const Geometry& geo, const scalar_t* x, Strides4 s, int64_t tile0,
                         int64_t tiles, int mr, float* v_packed, int64_t item0, int64_t item1),
                        (geo, x, s, tile0, tiles, mr, v_packed, item0, item1))
 
-CONVPOOL_WINO_VARIANTS(output_block, output_block_body<scalar_t>,
+CONVPOOL_WINO_VARIANTS(bool, output_block, output_block_body<scalar_t>,
                        (const Geometry& geo, const float* m_rows, int64_t tiles_cap,
                         const float* bias, int64_t tile0, scalar_t* y, Strides4 s, int64_t item0,
                         int64_t item1),
@@ -469,7 +476,7 @@ int64_t block_tiles(const Geometry& geo, int64_t total_tiles, int mr) {
 }
 
 template <typename scalar_t>
-void fprop_typed(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+bool fprop_typed(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                  const at::Tensor* bias, at::Tensor& output) {
   const gemm::KernelInfo<float>& ki = gemm::kernel_info<float>();
   TORCH_INTERNAL_ASSERT(ki.mr <= kMaxMr);
@@ -504,10 +511,14 @@ void fprop_typed(const Conv2dParams& p, const at::Tensor& input, const at::Tenso
     at::parallel_for(0, kPoints * b_panels, 1, [&](int64_t i0, int64_t i1) {
       multiply_block(ki, geo, v_packed, u_ptr, tiles, tiles_cap, m_rows, i0, i1);
     });
+    std::atomic<bool> finite{true};
     at::parallel_for(0, tiles * out_chunks, 1, [&](int64_t i0, int64_t i1) {
-      output_block<scalar_t>(geo, m_rows, tiles_cap, bias_ptr, tile0, y, ys, i0, i1);
+      if (!output_block<scalar_t>(geo, m_rows, tiles_cap, bias_ptr, tile0, y, ys, i0, i1))
+        finite.store(false, std::memory_order_relaxed);
     });
+    if (!finite.load()) return false;
   }
+  return true;
 }
 
 }  // namespace
@@ -544,15 +555,17 @@ bool chosen(const Conv2dParams& p, c10::ScalarType dtype) {
   return std::min(p.in_channels, p.out_channels) >= 16 && pixels >= 512 && 2 * tiled <= 3 * pixels;
 }
 
-void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+bool fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output) {
+  bool done = false;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "winograd", [&] {
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "convpool Winograd: float64 uses the direct path");
     } else {
-      fprop_typed<scalar_t>(p, input, weight, bias, output);
+      done = fprop_typed<scalar_t>(p, input, weight, bias, output);
     }
   });
+  return done;
 }
 
 }  // namespace convpool::cpu::winograd

@@ -23,7 +23,10 @@ void set_mode(const char* name);
 bool chosen(const Conv2dParams& p, c10::ScalarType dtype);
 
 // output = input (*) weight + bias for a problem chosen() accepted (any strides, any layout).
-void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+// Returns false if a value came out inf or NaN: an inf/NaN input or weight spreads over whole
+// 4x4 tiles (and inf - inf turns into NaN), unlike the direct sum, so the caller recomputes the
+// output with the direct path, which then matches PyTorch's non-finite results.
+bool fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output);
 
 }  // namespace convpool::cpu::winograd
