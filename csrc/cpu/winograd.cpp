@@ -174,29 +174,25 @@ CONVPOOL_WINO_INLINE void weight_points(const double* g, float* u) {
 }
 
 // U[t][panel][k][j] = (G g G^T)[t] of the filter (out channel panel * NR + j, in channel k);
-// zero for out channels past the end. `w` is the weight in float.
+// zero for out channels past the end. Computes items [q0, q1), q = panel * C_in + k.
 template <int NR>
-CONVPOOL_WINO_INLINE void weight_transform_body(const Geometry& geo, const at::Tensor& w,
-                                                float* u_packed) {
+CONVPOOL_WINO_INLINE void weight_transform_body(const Geometry& geo, const float* w, Strides4 ws,
+                                                float* u_packed, int64_t q0, int64_t q1) {
   const int64_t k_total = geo.in_channels, n_total = geo.out_channels;
   const int64_t panels = (n_total + NR - 1) / NR;
-  const float* wp = w.const_data_ptr<float>();
-  const int64_t so = w.stride(0), si = w.stride(1), sh = w.stride(2), sw = w.stride(3);
-  at::parallel_for(0, panels * k_total, 16, [&](int64_t q0, int64_t q1) {
-    alignas(64) double g[9 * NR];
-    alignas(64) float u[kPoints * NR];
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t panel = q / k_total, k = q % k_total;
-      for (int j = 0; j < NR; ++j) {
-        const int64_t o = panel * NR + j;
-        for (int tap = 0; tap < 9; ++tap)
-          g[tap * NR + j] = o < n_total ? wp[o * so + k * si + (tap / 3) * sh + (tap % 3) * sw] : 0.0;
-      }
-      weight_points<NR>(g, u);
-      for (int t = 0; t < kPoints; ++t)
-        std::memcpy(u_packed + ((t * panels + panel) * k_total + k) * NR, u + t * NR, sizeof(float) * NR);
+  alignas(64) double g[9 * NR];
+  alignas(64) float u[kPoints * NR];
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t panel = q / k_total, k = q % k_total;
+    for (int j = 0; j < NR; ++j) {
+      const int64_t o = panel * NR + j;
+      for (int tap = 0; tap < 9; ++tap)
+        g[tap * NR + j] = o < n_total ? w[o * ws.n + k * ws.c + (tap / 3) * ws.h + (tap % 3) * ws.w] : 0.0;
     }
-  });
+    weight_points<NR>(g, u);
+    for (int t = 0; t < kPoints; ++t)
+      std::memcpy(u_packed + ((t * panels + panel) * k_total + k) * NR, u + t * NR, sizeof(float) * NR);
+  }
 }
 
 // ---- input transform ---------------------------------------------------------------------------
@@ -412,28 +408,37 @@ CONVPOOL_WINO_VARIANTS(bool, output_block, output_block_body<scalar_t>,
 
 // The weight transform is templated on the panel width instead of a scalar type.
 template <int NR>
-void weight_transform_nr(const Geometry& geo, const at::Tensor& w, float* u_packed) {
+void weight_transform_range(const Geometry& geo, const float* w, Strides4 ws, float* u_packed,
+                            int64_t q0, int64_t q1) {
 #ifdef CONVPOOL_WINOGRAD_X86
   struct Variants {
-    __attribute__((target("avx512f,avx2,fma"))) static void avx512(const Geometry& g, const at::Tensor& w, float* u) {
-      weight_transform_body<NR>(g, w, u);
+    __attribute__((target("avx512f,avx2,fma"))) static void avx512(
+        const Geometry& g, const float* w, Strides4 ws, float* u, int64_t q0, int64_t q1) {
+      weight_transform_body<NR>(g, w, ws, u, q0, q1);
     }
-    __attribute__((target("avx2,fma"))) static void avx2(const Geometry& g, const at::Tensor& w, float* u) {
-      weight_transform_body<NR>(g, w, u);
+    __attribute__((target("avx2,fma"))) static void avx2(
+        const Geometry& g, const float* w, Strides4 ws, float* u, int64_t q0, int64_t q1) {
+      weight_transform_body<NR>(g, w, ws, u, q0, q1);
     }
   };
-  if (simd() == Simd::avx512) return Variants::avx512(geo, w, u_packed);
-  if (simd() == Simd::avx2) return Variants::avx2(geo, w, u_packed);
+  if (simd() == Simd::avx512) return Variants::avx512(geo, w, ws, u_packed, q0, q1);
+  if (simd() == Simd::avx2) return Variants::avx2(geo, w, ws, u_packed, q0, q1);
 #endif
-  weight_transform_body<NR>(geo, w, u_packed);
+  weight_transform_body<NR>(geo, w, ws, u_packed, q0, q1);
 }
 
+// The packed U of a float weight (any strides), items split over the threads.
 void weight_transform(const Geometry& geo, const at::Tensor& w, int nr, float* u_packed) {
-  switch (nr) {
-    case 16: return weight_transform_nr<16>(geo, w, u_packed);
-    case 32: return weight_transform_nr<32>(geo, w, u_packed);
-    default: TORCH_CHECK(false, "convpool Winograd: unsupported GEMM panel width ", nr);
-  }
+  const float* wp = w.const_data_ptr<float>();
+  const Strides4 ws = strides4(w);
+  const int64_t items = (geo.out_channels + nr - 1) / nr * geo.in_channels;
+  at::parallel_for(0, items, 16, [&](int64_t q0, int64_t q1) {
+    switch (nr) {
+      case 16: return weight_transform_range<16>(geo, wp, ws, u_packed, q0, q1);
+      case 32: return weight_transform_range<32>(geo, wp, ws, u_packed, q0, q1);
+      default: TORCH_CHECK(false, "convpool Winograd: unsupported GEMM panel width ", nr);
+    }
+  });
 }
 
 // ---- the 36 multiplications of a block ---------------------------------------------------------
@@ -471,8 +476,10 @@ void multiply_block(const gemm::KernelInfo<float>& ki, const Geometry& geo, cons
 int64_t block_tiles(const Geometry& geo, int64_t total_tiles, int mr) {
   constexpr int64_t kBlockBytes = int64_t(8) << 20;
   const int64_t per_tile = kPoints * int64_t(sizeof(float)) * (geo.k_stride + geo.out_channels);
-  const int64_t tiles = std::clamp<int64_t>(kBlockBytes / per_tile, mr, 64 * mr) / mr * mr;
-  return std::min(tiles, gemm::round_up(total_tiles, mr));
+  const int64_t most = std::clamp<int64_t>(kBlockBytes / per_tile, mr, 64 * mr) / mr * mr;
+  // Equal blocks (a small last block would cost a whole pass over U for few tiles).
+  const int64_t blocks = (total_tiles + most - 1) / most;
+  return gemm::round_up((total_tiles + blocks - 1) / blocks, mr);
 }
 
 template <typename scalar_t>
