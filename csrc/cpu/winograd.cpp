@@ -8,15 +8,19 @@
 //
 //   weight  U = G g G^T once per call, in double, stored in the GEMM's packed-B panel format
 //           (NR output channels wide), so the multiplications read it without repacking.
-//   input   tiles are processed in blocks of a bounded size (workspace independent of the batch):
-//           each patch is gathered through the input's strides (any layout, padding as zeros),
-//           transformed 16 channels at a time (one vector per point) and written in the packed-A
-//           panel format (MR tiles tall).
+//   input   tiles are processed in blocks of a bounded size (block_tiles: at most 8 MiB of
+//           transformed input and products, independent of the batch): each patch is gathered
+//           through the input's strides (any layout, padding as zeros), transformed 16 channels
+//           at a time (one vector per point) and written in the packed-A panel format (MR tiles
+//           tall).
 //   output  the 36 products of a tile become its 4x4 outputs, plus the bias, stored through the
 //           output's strides (unit-stride channel runs in channels_last).
 //
-// Threads take whole tile blocks; every output element is produced by one block with a K loop
-// in a fixed order, so results do not depend on the thread count or the block size.
+// Blocks run one after the other; each of their three phases is split over the threads by work
+// item (patch panels, (point, channel panel) products, output tiles), so a block's transformed
+// input and products are shared and U is read once per block whatever the thread count. Every
+// output element is produced by one work item with a K loop in a fixed order, so results do not
+// depend on the thread count or the block size.
 #include "winograd.h"
 
 #include <ATen/Dispatch.h>
