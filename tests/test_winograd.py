@@ -4,8 +4,8 @@ it pays and nowhere else; results are bitwise the same for 1 and 2 threads.
 
 The documented bound (README, "accuracy"): for float32,
     max |y - y_exact| <= WINOGRAD_ERROR_FACTOR * eps * sqrt(9 * C_in) * max|x| * max|w|  (+ eps |b|)
-where the direct GEMM path stays within about 5 of the same unit (measured: Winograd up to ~125,
-6 to 32 times the direct path's error)."""
+for inputs and weights of both signs (the tests' data), where the direct GEMM path stays within
+about 5 of the same unit (measured: Winograd up to ~125, 6 to 32 times the direct path's error)."""
 import math
 import os
 import subprocess
