@@ -92,6 +92,16 @@ def test_forced_matches_references(forced, layout, padding, shape, bias):
     assert out.is_contiguous(memory_format=cl) == torch_out.is_contiguous(memory_format=cl)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_forced_long_reductions(forced, layout):
+    """More input channels than one KC block of the micro-kernel (the 36 products accumulate over
+    several blocks) and output channels spanning several panels with a partial last one."""
+    x = make_tensor((2, 300, 9, 10), torch.float32, layout, seed=21)
+    w = make_tensor((70, 300, 3, 3), torch.float32, seed=22)
+    b = make_tensor((1, 1, 1, 70), torch.float32, seed=23).flatten()
+    check_against_references(convpool.conv2d(x, w, b, padding=1), x, w, b, 1)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_view"])
 def test_forced_gradients_through_autograd(forced, layout):
     """grad_input of a stride-1 3x3 conv is a Winograd conv too (flipped, transposed weight)."""
