@@ -113,10 +113,10 @@ CONVPOOL_WINO_INLINE void input_2d(const float* d, float* v) {
   for (int r = 0; r < kPatch; ++r) input_1d(rows + r * kPatch * kLanes, kLanes, v + r * kPatch * kLanes, kLanes);
 }
 
-// y[i * 4 + j] = (A^T m A)[i][j] for the 36 products m[t] of one tile, kLanes lanes each.
-CONVPOOL_WINO_INLINE void output_2d(const float* m, float* y) {
+// y[i * 4 + j] = (A^T m A)[i][j] for the 36 products m[t * ps] of one tile, kLanes lanes each.
+CONVPOOL_WINO_INLINE void output_2d(const float* m, int64_t ps, float* y) {
   alignas(64) float rows[kTile * kPatch * kLanes];
-  for (int c = 0; c < kPatch; ++c) output_1d(m + c * kLanes, kPatch * kLanes, rows + c * kLanes, kPatch * kLanes);
+  for (int c = 0; c < kPatch; ++c) output_1d(m + c * ps, kPatch * ps, rows + c * kLanes, kPatch * kLanes);
   for (int i = 0; i < kTile; ++i) output_1d(rows + i * kPatch * kLanes, kLanes, y + i * kTile * kLanes, kLanes);
 }
 
@@ -233,7 +233,11 @@ CONVPOOL_WINO_INLINE void gather_patch(const Geometry& geo, const scalar_t* x, S
         float* out = d + (r * kPatch + c) * kLanes;
         if (row_ok[r] && col_ok[c]) {
           const scalar_t* src = base + (ih0 + r) * s.h + (iw0 + c) * s.w;
-          for (int e = 0; e < kLanes; ++e) out[e] = static_cast<float>(src[e]);
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            std::memcpy(out, src, sizeof(float) * kLanes);  // one vector move (a loop stays scalar)
+          } else {
+            for (int e = 0; e < kLanes; ++e) out[e] = static_cast<float>(src[e]);
+          }
         } else {
           for (int e = 0; e < kLanes; ++e) out[e] = 0.0f;
         }
@@ -314,15 +318,14 @@ CONVPOOL_WINO_INLINE bool output_block_body(const Geometry& geo, const float* m_
     const int cols = static_cast<int>(std::min<int64_t>(kTile, geo.out_width - tile.ow));
     const int lanes = static_cast<int>(std::min<int64_t>(kLanes, n_total - o0));
     const float* src = m_rows + index * n_total + o0;
-    for (int t = 0; t < kPoints; ++t) {
-      const float* point = src + t * tiles_cap * n_total;
-      if (lanes == kLanes) {
-        for (int e = 0; e < kLanes; ++e) m[t * kLanes + e] = point[e];
-      } else {
-        for (int e = 0; e < kLanes; ++e) m[t * kLanes + e] = e < lanes ? point[e] : 0.0f;
-      }
+    const int64_t point_stride = tiles_cap * n_total;
+    if (lanes == kLanes) {  // read in place
+      output_2d(src, point_stride, out);
+    } else {  // channels past the end as zeros
+      for (int t = 0; t < kPoints; ++t)
+        for (int e = 0; e < kLanes; ++e) m[t * kLanes + e] = e < lanes ? src[t * point_stride + e] : 0.0f;
+      output_2d(m, kLanes, out);
     }
-    output_2d(m, out);
     for (int q = 0; q < kTile * kTile; ++q)
       for (int e = 0; e < kLanes; ++e) zero_if_finite[e] += out[q * kLanes + e] * 0.0f;
     if (bias) {
