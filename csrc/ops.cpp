@@ -6,6 +6,10 @@
 #include <torch/version.h>
 
 #include <exception>
+#include <string>
+
+#include "cpu/winograd.h"
+#include "shape.h"
 
 // Importing convpool._C runs the static initializers below; no pybind11 needed.
 namespace convpool::cpu::gemm {
@@ -28,6 +32,9 @@ const char* nvcc_version();
 #ifndef CONVPOOL_CUDA_ARCH_LIST
 #define CONVPOOL_CUDA_ARCH_LIST ""
 #endif
+namespace convpool::cpu {
+const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool dgrad);  // cpu/conv2d.cpp
+}
 
 namespace {
 // convpool._C._cpu_isa(): the instruction set of the CPU GEMM kernels ("avx512", "avx2" or
@@ -126,9 +133,54 @@ PyObject* build_info(PyObject*, PyObject*) {
   return info;
 }
 
-PyMethodDef methods[] = {{"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
-                         {"_build_info", build_info, METH_NOARGS, "how this binary was built"},
-                         {nullptr, nullptr, 0, nullptr}};
+// convpool._C._cpu_winograd_mode([mode]): the Winograd mode ("0", "1" or "auto", initially
+// CONVPOOL_CPU_WINOGRAD); with an argument, sets it first. For tests and benchmarks.
+PyObject* cpu_winograd_mode(PyObject*, PyObject* args) {
+  const char* mode = nullptr;
+  if (!PyArg_ParseTuple(args, "|s", &mode)) return nullptr;
+  try {
+    if (mode != nullptr) convpool::cpu::winograd::set_mode(mode);
+    return PyUnicode_FromString(convpool::cpu::winograd::mode_name());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
+// convpool._C._cpu_conv2d_algorithm(op, dtype, input_size, weight_size, stride, padding, dilation,
+// groups): the CPU algorithm for conv2d (op "fprop") or its grad_input ("dgrad"); dtype is
+// "float32", "float64", "float16" or "bfloat16"; sizes are 4-tuples, stride / padding /
+// dilation ints.
+PyObject* cpu_conv2d_algorithm(PyObject*, PyObject* args) {
+  const char *op = nullptr, *dtype = nullptr;
+  long long n, c, h, w, o, ci, kh, kw, stride, padding, dilation, groups;
+  if (!PyArg_ParseTuple(args, "ss(LLLL)(LLLL)LLLL", &op, &dtype, &n, &c, &h, &w, &o, &ci, &kh, &kw,
+                        &stride, &padding, &dilation, &groups))
+    return nullptr;
+  try {
+    const std::string name(dtype);
+    const c10::ScalarType type = name == "float64"   ? c10::kDouble
+                                 : name == "float16"  ? c10::kHalf
+                                 : name == "bfloat16" ? c10::kBFloat16
+                                                      : c10::kFloat;
+    const std::vector<int64_t> x{n, c, h, w}, wt{o, ci, kh, kw};
+    const int64_t s[1] = {stride}, pd[1] = {padding}, d[1] = {dilation};
+    const convpool::Conv2dParams p =
+        convpool::conv2d_params(x, wt, std::nullopt, s, pd, d, groups);
+    return PyUnicode_FromString(
+        convpool::cpu::conv2d_algorithm(p, type, std::string(op) == "dgrad"));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
+PyMethodDef methods[] = {
+    {"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
+    {"_build_info", build_info, METH_NOARGS, "how this binary was built"},
+    {"_cpu_winograd_mode", cpu_winograd_mode, METH_VARARGS, "get / set the CPU Winograd mode"},
+    {"_cpu_conv2d_algorithm", cpu_conv2d_algorithm, METH_VARARGS, "CPU conv2d algorithm choice"},
+    {nullptr, nullptr, 0, nullptr}};
 }  // namespace
 
 extern "C" {

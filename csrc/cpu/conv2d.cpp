@@ -7,8 +7,10 @@
 // Half and bfloat16 are converted to float on the way into the panels (float accumulation).
 //
 //   fprop  tile = W * col (NCHW output) or col^T * W^T (channels_last output, stored unit-stride);
-//          col is never built: packers read it from the input (implicit im2col).
-//   dgrad  stride 1: a convolution of grad_output with the flipped weight (the fprop path);
+//          col is never built: packers read it from the input (implicit im2col). 3x3 stride-1
+//          convolutions where it pays run as Winograd F(4x4, 3x3) instead (winograd.h decides).
+//   dgrad  stride 1: a convolution of grad_output with the flipped weight (the fprop path, so
+//          Winograd too);
 //          otherwise col = W^T * grad_output per tile, then col2im.
 //   wgrad  sum += grad_output * col^T over tiles, in tile order (deterministic).
 #include <ATen/Dispatch.h>
@@ -27,6 +29,7 @@
 #include "../emu/routing.h"
 #include "depthwise_conv2d.h"
 #include "gemm.h"
+#include "winograd.h"
 
 namespace convpool::cpu {
 namespace {
@@ -480,6 +483,8 @@ at::Tensor weight_matrices(const Conv2dParams& p, const at::Tensor& weight) {
 template <typename scalar_t>
 void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                 const at::Tensor* bias, at::Tensor& output) {
+  if (winograd::chosen(p, input.scalar_type()) && winograd::fprop(p, input, weight, bias, output))
+    return;
   using acc = acc_t<scalar_t>;
   const auto acc_options = input.options().dtype(c10::CppTypeToScalarType<acc>::value);
   const at::Tensor w = weight_matrices<scalar_t>(p, weight);
@@ -541,9 +546,8 @@ bool dgrad_as_fprop(const Conv2dParams& p) {
          p.pad_w <= p.dilation_w * (p.kernel_w - 1);
 }
 
-template <typename scalar_t>
-void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                    at::Tensor& grad_input) {
+// The convolution dgrad_by_fprop computes.
+Conv2dParams dgrad_as_fprop_params(const Conv2dParams& p) {
   Conv2dParams q = p;
   q.in_channels = p.out_channels;
   q.in_height = p.out_height;
@@ -553,6 +557,13 @@ void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const 
   q.pad_w = p.dilation_w * (p.kernel_w - 1) - p.pad_w;
   q.out_height = p.in_height;
   q.out_width = p.in_width;
+  return q;
+}
+
+template <typename scalar_t>
+void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                    at::Tensor& grad_input) {
+  const Conv2dParams q = dgrad_as_fprop_params(p);
   // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
   const at::Tensor w = weight
                            .reshape({p.groups, p.out_channels_per_group(), p.in_channels_per_group(),
@@ -701,6 +712,15 @@ void grad_bias_impl(const at::Tensor& grad_output, at::Tensor& grad_bias) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 }  // namespace
+
+// The algorithm the CPU backend runs for conv2d ("fprop") or conv2d_grad_input ("dgrad") of `p`:
+// "depthwise", "winograd", "gemm" or (dgrad only) "gemm_col2im". Follows the dispatch below; a
+// debug query for tests and benchmarks (convpool._C._cpu_conv2d_algorithm).
+const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool dgrad) {
+  if (is_depthwise(p)) return "depthwise";
+  if (dgrad && !dgrad_as_fprop(p)) return "gemm_col2im";
+  return winograd::chosen(dgrad ? dgrad_as_fprop_params(p) : p, dtype) ? "winograd" : "gemm";
+}
 
 struct Conv2dBackend {
   static void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,

@@ -340,7 +340,7 @@ void* thread_buffer(int which, size_t bytes) {
     size_t size = 0;
     ~Buffer() { std::free(data); }
   };
-  thread_local Buffer buffers[4];
+  thread_local Buffer buffers[kThreadBuffers];
   Buffer& buf = buffers[which];
   if (buf.size < bytes) {
     std::free(buf.data);

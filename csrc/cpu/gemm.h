@@ -49,7 +49,9 @@ const KernelInfo<T>& kernel_info();
 // Name of the instruction set the float kernels use: "avx512", "avx2" or "generic".
 const char* active_isa();
 
-// Per-thread packing buffers, grown on demand and kept (bounded by MC*KC + KC*NC elements).
+// Per-thread buffers, grown on demand and kept: 0, 1 the GEMM's packed panels (bounded by MC*KC +
+// KC*NC elements), 2, 3 conv2d's packing tables, 4, 5 Winograd's transformed weight and tile block.
+constexpr int kThreadBuffers = 6;
 void* thread_buffer(int which, size_t bytes);
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
