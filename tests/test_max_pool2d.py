@@ -214,3 +214,18 @@ def test_values_only_kernel_is_used_only_without_indices_or_gradient():
         torch.ops.convpool.max_pool2d_values = real
     assert functional.torch.ops.convpool is original_ops
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bad", [-2, 64 * 64, 2**62])
+def test_backward_rejects_bad_index_in_vector_check(layout, bad):
+    """Indices are range-checked a row (NCHW) or a pixel (channels_last) at a time, 8 lanes per
+    compare: a bad one in the middle of a vector, or negative other than -1, still raises."""
+    x = torch.randn(1, 24, 64, 64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    values, indices = convpool.max_pool2d(x, 2, return_indices=True)
+    indices = indices.clone()
+    indices[0, 13, 5, 11] = bad
+    with pytest.raises(RuntimeError, match=r"index -?\d+ at output position \(0, 13, 5, 11\) is outside"):
+        torch.ops.convpool.max_pool2d_backward(torch.ones_like(values), x, indices, [2], [2], [0], [1], False)

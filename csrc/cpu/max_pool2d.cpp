@@ -526,6 +526,31 @@ inline void check_index(const Pool2dParams& p, int64_t index, int64_t n, int64_t
               ") is outside the input plane of ", p.in_height, "x", p.in_width, " elements");
 }
 
+#if defined(__x86_64__)
+CONVPOOL_AVX512 bool indices_in_range_avx512(const int64_t* index, int64_t count, int64_t plane_size) {
+  // index + 1 < plane_size + 1 as unsigned: -1 (no input element) passes, other negatives fail.
+  const __m512i one = _mm512_set1_epi64(1), limit = _mm512_set1_epi64(plane_size + 1);
+  __mmask8 bad = 0;
+  int64_t j = 0;
+  for (; j + 8 <= count; j += 8)
+    bad |= _mm512_cmpge_epu64_mask(_mm512_add_epi64(_mm512_loadu_si512(index + j), one), limit);
+  for (; j < count; ++j) bad |= static_cast<uint64_t>(index[j] + 1) > static_cast<uint64_t>(plane_size);
+  return bad == 0;
+}
+#endif
+
+// Whether count indices (unit stride) all lie in [-1, plane_size): one vectorized check before a
+// run of the scatter, instead of a compare and branch per element inside it (40% of its time).
+inline bool indices_in_range(const int64_t* index, int64_t count, int64_t plane_size) {
+#if defined(__x86_64__)
+  if (use_avx512()) return indices_in_range_avx512(index, count, plane_size);
+#endif
+  bool valid = true;
+  for (int64_t j = 0; j < count; ++j)
+    valid &= static_cast<uint64_t>(index[j] + 1) <= static_cast<uint64_t>(plane_size);
+  return valid;
+}
+
 // Scatter by indices, one (n, c) plane per task: tasks never share an element and the sum order
 // is fixed, so the result is deterministic. Reduced-precision gradients accumulate in float.
 template <typename scalar_t>
@@ -546,11 +571,14 @@ void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
       acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c * is.c) : buffer.data();
       std::fill(sums, sums + plane_size, acc(0));
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
+        const int64_t* index_row = idx + n * xs.n + c * xs.c + oh * xs.h;
+        const scalar_t* grad_row = go + n * gs.n + c * gs.c + oh * gs.h;
+        const bool checked = xs.w == 1 && indices_in_range(index_row, p.out_width, plane_size);
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
-          const int64_t index = idx[n * xs.n + c * xs.c + oh * xs.h + ow * xs.w];
+          const int64_t index = index_row[ow * xs.w];
           if (index == kNoInputIndex) continue;
-          check_index(p, index, n, c, oh, ow);
-          sums[index] += static_cast<acc>(go[n * gs.n + c * gs.c + oh * gs.h + ow * gs.w]);
+          if (!checked) check_index(p, index, n, c, oh, ow);
+          sums[index] += static_cast<acc>(grad_row[ow * gs.w]);
         }
       }
       if (in_place) continue;
@@ -594,10 +622,11 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t* pixel_idx = idx + n * xs.n + c0 * xs.c + oh * xs.h + ow * xs.w;
           const scalar_t* pixel_go = go + n * gs.n + c0 * gs.c + oh * gs.h + ow * gs.w;
+          const bool checked = xs.c == 1 && indices_in_range(pixel_idx, width, plane_size);
           for (int64_t c = 0; c < width; ++c) {
             const int64_t index = pixel_idx[c * xs.c];
             if (index == kNoInputIndex) continue;
-            check_index(p, index, n, c0 + c, oh, ow);
+            if (!checked) check_index(p, index, n, c0 + c, oh, ow);
             sums[index * pitch + c] += static_cast<acc>(pixel_go[c * gs.c]);
           }
         }
