@@ -597,7 +597,9 @@ template <typename scalar_t>
 void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output,
                             const at::Tensor& indices, at::Tensor& grad_input) {
   using acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  constexpr int64_t kBlock = 64;
+  // Whole pixels when there are images enough for every thread (each pass over an image's pixels
+  // then handles all its channels); else blocks of 64 channels, so small batches still split.
+  const int64_t kBlock = p.batch >= at::get_num_threads() ? p.channels : 64;
   const Strides4 gs = strides4(grad_output), xs = strides4(indices), is = strides4(grad_input);
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const int64_t* idx = indices.const_data_ptr<int64_t>();
