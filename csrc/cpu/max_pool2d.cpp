@@ -570,10 +570,15 @@ void backward_planes(const Pool2dParams& p, const at::Tensor& grad_output,
       const int64_t n = q / p.channels, c = q % p.channels;
       acc* sums = in_place ? reinterpret_cast<acc*>(gi + n * is.n + c * is.c) : buffer.data();
       std::fill(sums, sums + plane_size, acc(0));
+      // Dense index planes are checked whole, others a row at a time.
+      const bool dense_indices = xs.w == 1 && xs.h == p.out_width;
+      const bool plane_checked =
+          dense_indices && indices_in_range(idx + n * xs.n + c * xs.c, p.out_height * p.out_width, plane_size);
       for (int64_t oh = 0; oh < p.out_height; ++oh) {
         const int64_t* index_row = idx + n * xs.n + c * xs.c + oh * xs.h;
         const scalar_t* grad_row = go + n * gs.n + c * gs.c + oh * gs.h;
-        const bool checked = xs.w == 1 && indices_in_range(index_row, p.out_width, plane_size);
+        const bool checked = plane_checked || (xs.w == 1 && !dense_indices &&
+                                               indices_in_range(index_row, p.out_width, plane_size));
         for (int64_t ow = 0; ow < p.out_width; ++ow) {
           const int64_t index = index_row[ow * xs.w];
           if (index == kNoInputIndex) continue;
