@@ -341,6 +341,49 @@ CONVPOOL_AVX512 void pixel_chunk(const Pool2dParams& p, const float* image, cons
   }
 }
 
+// A pixel with more than 128 channels: tap by tap, each streaming over all channels, with the
+// maxima in L1 buffers (`best`, `best_index`: channels rounded up to 16). Chunks of 64 channels
+// in registers revisit every tap once per chunk, which from 4 chunks on ran 2-3x slower
+// (8x256x56^2 channels_last, 2x2/2; likely the prefetchers losing the pattern); up to 2 chunks
+// the registers win.
+template <bool kIndices>
+CONVPOOL_AVX512 void pixel_wide(const Pool2dParams& p, const float* image, const Strides4& is,
+                                int64_t h0, int64_t w0, TapRange th, TapRange tw, float* out_pixel,
+                                int64_t* index_pixel, float* best, int32_t* best_index) {
+  const int64_t channels = p.channels;
+  const int64_t ih0 = h0 + th.begin * p.dilation_h, iw0 = w0 + tw.begin * p.dilation_w;
+  const float* first = image + ih0 * is.h + iw0 * is.w;
+  const __m512i first_index = _mm512_set1_epi32(static_cast<int32_t>(ih0 * p.in_width + iw0));
+  for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+    _mm512_storeu_ps(best + c0, load(lane_mask(0, channels - c0), first + c0));
+    if constexpr (kIndices) _mm512_storeu_si512(best_index + c0, first_index);
+  }
+  for (int64_t kh = th.begin; kh < th.end; ++kh) {
+    const int64_t ih = h0 + kh * p.dilation_h;
+    for (int64_t kw = kh == th.begin ? tw.begin + 1 : tw.begin; kw < tw.end; ++kw) {
+      const int64_t iw = w0 + kw * p.dilation_w;
+      const float* src = image + ih * is.h + iw * is.w;
+      const __m512i here = _mm512_set1_epi32(static_cast<int32_t>(ih * p.in_width + iw));
+      for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+        const __mmask16 active = lane_mask(0, channels - c0);
+        const __m512 v = load(active, src + c0);
+        const __m512 b = _mm512_loadu_ps(best + c0);
+        const __mmask16 take = replaces(v, b, active);
+        _mm512_storeu_ps(best + c0, _mm512_mask_mov_ps(b, take, v));
+        if constexpr (kIndices) {
+          const __m512i bi = _mm512_loadu_si512(best_index + c0);
+          _mm512_storeu_si512(best_index + c0, _mm512_mask_mov_epi32(bi, take, here));
+        }
+      }
+    }
+  }
+  for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+    const __mmask16 active = lane_mask(0, channels - c0);
+    store(out_pixel + c0, active, _mm512_loadu_ps(best + c0));
+    if constexpr (kIndices) store_indices(index_pixel + c0, active, _mm512_loadu_si512(best_index + c0));
+  }
+}
+
 template <bool kIndices>
 void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                            at::Tensor* indices) {
@@ -351,7 +394,11 @@ void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::T
   int64_t* idx = indices ? indices->mutable_data_ptr<int64_t>() : nullptr;
   const int64_t pixels = p.batch * p.out_height * p.out_width;
   const int64_t work_per_pixel = std::max<int64_t>(1, p.channels * p.kernel_h * p.kernel_w);
+  const bool wide = p.channels > 2 * kLanes * kMaxBlocks;  // see pixel_wide
   at::parallel_for(0, pixels, std::max<int64_t>(1, 32768 / work_per_pixel), [&](int64_t q0, int64_t q1) {
+    const int64_t padded = wide ? (p.channels + kLanes - 1) / kLanes * kLanes : 0;
+    std::vector<float> best(padded);
+    std::vector<int32_t> best_index(kIndices ? padded : 0);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t ow = q % p.out_width;
       const int64_t oh = (q / p.out_width) % p.out_height;
@@ -367,6 +414,11 @@ void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::T
         continue;
       }
       const float* image = in + n * is.n;
+      if (wide) {
+        pixel_wide<kIndices>(p, image, is, h0, w0, th, tw, out_pixel, index_pixel, best.data(),
+                             best_index.data());
+        continue;
+      }
       for (int64_t c0 = 0; c0 < p.channels; c0 += kLanes * kMaxBlocks) {
         const int64_t blocks = std::min<int64_t>(kMaxBlocks, (p.channels - c0 + kLanes - 1) / kLanes);
         switch (blocks) {
