@@ -1,6 +1,7 @@
 // The device-independent body of the max_pool2d ops: validate (shape.h), handle unbatched input,
 // pick the output layout, allocate, then hand the validated problem to a backend: a struct with
-// static forward / backward (cpu/max_pool2d.cpp, cuda/backend.h). backward writes every element
+// static forward / backward (cpu/max_pool2d.cpp, cuda/backend.h); forward's indices pointer is
+// nullptr when only the values are wanted. backward writes every element
 // of grad_input, zeros included.
 #pragma once
 
@@ -18,24 +19,46 @@ inline at::MemoryFormat max_pool2d_memory_format(const at::Tensor& input) {
   return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// Values, and indices unless `with_indices` is false (then `indices` stays undefined and the
+// backend skips the index work: Backend::forward gets nullptr).
 template <class Backend>
-std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, c10::IntArrayRef kernel_size,
-                                              c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                              c10::IntArrayRef dilation, bool ceil_mode) {
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward(const at::Tensor& input,
+                                                      c10::IntArrayRef kernel_size,
+                                                      c10::IntArrayRef stride,
+                                                      c10::IntArrayRef padding,
+                                                      c10::IntArrayRef dilation, bool ceil_mode,
+                                                      bool with_indices) {
   check_max_pool2d_input(input);
   const Pool2dParams p =
       max_pool2d_params(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   const auto out_sizes = max_pool2d_output_sizes(input.sizes(), p);
   const auto options = input.options().memory_format(max_pool2d_memory_format(input));
   at::Tensor values = at::empty(out_sizes, options);
-  at::Tensor indices = at::empty(out_sizes, options.dtype(at::kLong));
+  at::Tensor indices;
+  if (with_indices) indices = at::empty(out_sizes, options.dtype(at::kLong));
   if (values.numel() > 0) {
     const bool unbatched = input.dim() == 3;
     at::Tensor v4 = unbatched ? values.unsqueeze(0) : values;
-    at::Tensor i4 = unbatched ? indices.unsqueeze(0) : indices;
-    Backend::forward(p, unbatched ? input.unsqueeze(0) : input, v4, i4);
+    at::Tensor i4 = with_indices && unbatched ? indices.unsqueeze(0) : indices;
+    Backend::forward(p, unbatched ? input.unsqueeze(0) : input, v4, with_indices ? &i4 : nullptr);
   }
   return {values, indices};
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                              c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                              c10::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool2d_forward<Backend>(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                     /*with_indices=*/true);
+}
+
+template <class Backend>
+at::Tensor max_pool2d_values(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                             c10::IntArrayRef stride, c10::IntArrayRef padding,
+                             c10::IntArrayRef dilation, bool ceil_mode) {
+  return std::get<0>(max_pool2d_forward<Backend>(input, kernel_size, stride, padding, dilation,
+                                                 ceil_mode, /*with_indices=*/false));
 }
 
 template <class Backend>

@@ -209,6 +209,11 @@ TORCH_LIBRARY(convpool, m) {
   m.def(
       "max_pool2d(Tensor input, int[] kernel_size, int[] stride, int[] padding, int[] dilation, "
       "bool ceil_mode) -> (Tensor, Tensor)");
+  // The values of max_pool2d alone, for inference: no indices computed or stored. No autograd
+  // formula (functional.max_pool2d uses it only when no gradient is needed).
+  m.def(
+      "max_pool2d_values(Tensor input, int[] kernel_size, int[] stride, int[] padding, "
+      "int[] dilation, bool ceil_mode) -> Tensor");
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[] kernel_size, "
       "int[] stride, int[] padding, int[] dilation, bool ceil_mode) -> Tensor");

@@ -131,6 +131,11 @@ def check_pool(case, dtype, layout, device="cpu"):
     assert torch.equal(indices.cpu(), ref_indices), f"{case} {dtype} {layout} indices"
     torch.testing.assert_close(values.cpu(), ref_values, equal_nan=True, atol=0, rtol=0)
     assert values.stride() == ref_values.stride(), f"{case} {dtype} {layout} layout"
+    # No gradient wanted: the values-only kernel (no index work) gives the same values and layout.
+    with torch.no_grad():
+        values_only = convpool.max_pool2d(x, **args)
+    torch.testing.assert_close(values_only.cpu(), ref_values.detach(), equal_nan=True, atol=0, rtol=0)
+    assert values_only.stride() == ref_values.stride(), f"{case} {dtype} {layout} values-only layout"
     g = torch.Generator().manual_seed(2)
     go = torch.randn(values.shape, generator=g, dtype=torch.float64).to(dtype)
     (gi,) = torch.autograd.grad(values, xg, go.to(device))

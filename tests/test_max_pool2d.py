@@ -28,6 +28,18 @@ CASES = [
     (1, 2, 4, 41, 3, 1, 1, 1, False),
     (1, 17, 5, 50, (2, 3), 3, 1, (1, 2), True),
     (2, 9, 3, 34, (1, 4), (1, 2), (0, 2), (1, 3), True),
+    # 16-lane paths (AVX-512): output rows of 66 (a 64-column chunk of four vectors + a tail),
+    # exactly 32, 37 at stride 1, 33 at stride 3 (gathered); 65, 80 and 33 channels for
+    # channels_last (four vectors + a tail, whole vectors, a 1-lane tail).
+    (1, 2, 3, 131, 3, 2, 1, 1, True),
+    (1, 3, 4, 64, 2, 2, 0, 1, False),
+    (2, 33, 6, 37, (1, 3), 1, (0, 1), 1, False),
+    (1, 2, 4, 100, (2, 3), (1, 3), (1, 1), (1, 2), False),
+    (1, 65, 5, 5, 3, 2, 1, 1, False),
+    (1, 80, 4, 6, 2, 1, 0, 1, True),
+    # More than 128 channels: the channels_last tap-by-tap path (a whole vector tail, a 3-lane one).
+    (2, 144, 5, 6, 3, 2, 1, 1, True),
+    (1, 131, 4, 5, 2, 1, 0, 1, False),
 ]
 
 
@@ -48,6 +60,16 @@ def _input(case, dtype, layout, values="random"):
     return make_tensor((n, c, h, w), dtype, layout, low=-8, high=8, seed=4)
 
 
+def _check_values_only(x, ref, kwargs):
+    """Without indices and without a gradient, max_pool2d takes the values-only kernel: the same
+    values (NaN included) and layout as torch."""
+    kwargs = dict(kwargs, return_indices=False)
+    with torch.no_grad():
+        ours = convpool.max_pool2d(x, **kwargs)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+    assert ours.stride() == ref.stride()
+
+
 def _check(case, dtype, layout, values="random"):
     x = _input(case, dtype, layout, values)
     ours, ours_idx = convpool.max_pool2d(x, **_kwargs(case))
@@ -66,6 +88,7 @@ def _check(case, dtype, layout, values="random"):
     assert ours.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(
         memory_format=torch.channels_last)
     assert ours_idx.stride() == ref_idx.stride()
+    _check_values_only(x, ref, _kwargs(case))
     if dtype.is_floating_point and x.numel():
         x = leaf(x)
         out_ours = convpool.max_pool2d(x, **_kwargs(case))[0]
@@ -106,6 +129,7 @@ def test_nan_and_inf_rules(layout):
         ref, ref_idx = F.max_pool2d(x, return_indices=True, **kwargs)
         assert torch.equal(ours_idx, ref_idx)
         torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+        _check_values_only(x, ref, kwargs)
         xg = leaf(x)
         (g_ours,) = grads(convpool.max_pool2d(xg, **kwargs), (xg,))
         (g_ref,) = grads(F.max_pool2d(xg, **kwargs), (xg,))
@@ -167,3 +191,44 @@ def test_huge_stride_computes_the_single_window():
         values, indices = convpool.max_pool2d(x, 3, stride, 1, return_indices=True)
         ref_values, ref_indices = F.max_pool2d(x, 3, 100, 1, return_indices=True)
         assert torch.equal(values, ref_values) and torch.equal(indices, ref_indices)
+
+
+def test_values_only_kernel_is_used_only_without_indices_or_gradient():
+    """functional.max_pool2d picks max_pool2d_values exactly when nothing needs the indices."""
+    x = torch.randn(1, 2, 6, 6)
+    calls = []
+    real = torch.ops.convpool.max_pool2d_values
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args)
+            return real(*args)
+
+    import convpool.functional as functional
+    original_ops = functional.torch.ops.convpool
+    try:
+        torch.ops.convpool.max_pool2d_values = Spy()
+        convpool.max_pool2d(x, 2)                              # no grad needed: values only
+        convpool.max_pool2d(leaf(x), 2)                        # gradient: indices needed
+        convpool.max_pool2d(x, 2, return_indices=True)         # indices asked for
+        with torch.no_grad():
+            convpool.max_pool2d(leaf(x), 2)                    # grad mode off: values only
+    finally:
+        torch.ops.convpool.max_pool2d_values = real
+    assert functional.torch.ops.convpool is original_ops
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bad", [-2, 64 * 64, 2**62])
+def test_backward_rejects_bad_index_in_vector_check(layout, bad):
+    """Indices are range-checked a row (NCHW) or a pixel (channels_last) at a time, 8 lanes per
+    compare: a bad one in the middle of a vector, or negative other than -1, still raises."""
+    x = torch.randn(1, 24, 64, 64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    values, indices = convpool.max_pool2d(x, 2, return_indices=True)
+    indices = indices.clone()
+    indices[0, 13, 5, 11] = bad
+    with pytest.raises(RuntimeError, match=r"index -?\d+ at output position \(0, 13, 5, 11\) is outside"):
+        torch.ops.convpool.max_pool2d_backward(torch.ones_like(values), x, indices, [2], [2], [0], [1], False)

@@ -37,6 +37,8 @@ def _pool_samples(requires_grad):
     grad = torch.randn(values.shape, dtype=torch.float64).requires_grad_(requires_grad)
     yield ops.max_pool2d_backward.default, (grad, x, indices, *pool_args)
     yield ops.max_pool2d.default, (torch.randint(-5, 5, (2, 3, 6, 6)), [2], [], [0], [1], False)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last), x[0]):
+        yield ops.max_pool2d_values.default, (inp.clone(), *pool_args)
 
 
 SAMPLES = [(op, args, rg) for rg in (False, True) for op, args in

@@ -28,5 +28,6 @@ TORCH_LIBRARY_IMPL(convpool, CUDA, m) {
   m.impl("conv2d_grad_weight", &convpool::conv2d_grad_weight<Conv2dBackend>);
   m.impl("conv2d_grad_bias", &convpool::conv2d_grad_bias<Conv2dBackend>);
   m.impl("max_pool2d", &convpool::max_pool2d<MaxPool2dBackend>);
+  m.impl("max_pool2d_values", &convpool::max_pool2d_values<MaxPool2dBackend>);
   m.impl("max_pool2d_backward", &convpool::max_pool2d_backward<MaxPool2dBackend>);
 }

@@ -87,14 +87,15 @@ T lowest_value() {
 }
 
 struct MaxPool2dBackend {
+  // indices: nullptr for the values alone.
   static void forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                      at::Tensor& indices) {
+                      at::Tensor* indices) {
     DeviceGuard guard(input);
     AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool2d", [&] {
       max_pool2d_forward<scalar_t>(p, cptr<scalar_t>(input), strides4(input),
                                    lowest_value<scalar_t>(), mptr<scalar_t>(values),
-                                   strides4(values), mptr<int64_t>(indices), strides4(indices),
-                                   current_stream());
+                                   strides4(values), indices ? mptr<int64_t>(*indices) : nullptr,
+                                   indices ? strides4(*indices) : Strides4{}, current_stream());
     });
   }
   static void backward(const Pool2dParams& p, const at::Tensor& grad_output,

@@ -47,8 +47,9 @@ template <typename T>
 void conv2d_grad_bias(const T* grad_output, Strides4 gs, int64_t n, int64_t c, int64_t h,
                       int64_t w, T* grad_bias, void* stream);
 
-// max_pool2d: values and int64 indices (h * W + w per plane); `lowest` is -inf (or the lowest
-// integer), the value of a window without any input element.
+// max_pool2d: values and int64 indices (h * W + w per plane), or the values alone when `indices`
+// is nullptr; `lowest` is -inf (or the lowest integer), the value of a window without any input
+// element.
 template <typename T>
 void max_pool2d_forward(const Pool2dParams& p, const T* input, Strides4 is, T lowest, T* values,
                         Strides4 vs, int64_t* indices, Strides4 xs, void* stream);

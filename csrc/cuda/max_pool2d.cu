@@ -1,4 +1,5 @@
-// CUDA max_pool2d: forward (values + int64 indices) with PyTorch's rules, and a gather backward.
+// CUDA max_pool2d: forward (values + int64 indices, or the values alone) with PyTorch's rules, and
+// a gather backward.
 //
 // Forward, one thread per output element: the window starts from its first in-bounds,
 // dilation-aligned element with value `lowest` (-inf); an element replaces the maximum if it is
@@ -43,7 +44,7 @@ __device__ inline void valid_taps(int64_t start, int64_t kernel, int64_t dilatio
   if (end < begin) end = begin;
 }
 
-template <typename T>
+template <typename T, bool kStoreIndices>
 __global__ void __launch_bounds__(kThreads)
     max_pool2d_forward_kernel(Pool2dParams p, const T* input, Strides4 is, T lowest, T* values,
                               Strides4 vs, int64_t* indices, Strides4 xs, bool channels_fastest) {
@@ -68,12 +69,13 @@ __global__ void __launch_bounds__(kThreads)
         const T v = plane[ih * is.h + iw * is.w];
         if (replaces_max(v, best)) {
           best = v;
-          best_index = ih * p.in_width + iw;
+          if constexpr (kStoreIndices) best_index = ih * p.in_width + iw;
         }
       }
     }
     values[o.n * vs.n + o.c * vs.c + o.h * vs.h + o.w * vs.w] = best;
-    indices[o.n * xs.n + o.c * xs.c + o.h * xs.h + o.w * xs.w] = best_index;
+    if constexpr (kStoreIndices)
+      indices[o.n * xs.n + o.c * xs.c + o.h * xs.h + o.w * xs.w] = best_index;
   }
 }
 
@@ -119,8 +121,14 @@ template <typename T>
 void max_pool2d_forward(const Pool2dParams& p, const T* input, Strides4 is, T lowest, T* values,
                         Strides4 vs, int64_t* indices, Strides4 xs, void* stream) {
   const int64_t total = p.batch * p.channels * p.out_height * p.out_width;
-  launch(max_pool2d_forward_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, p,
-         input, is, lowest, values, vs, indices, xs, vs.c == 1 && p.channels > 1);
+  const bool channels_fastest = vs.c == 1 && p.channels > 1;
+  if (indices) {
+    launch(max_pool2d_forward_kernel<T, true>, dim3(blocks_for(total)), dim3(kThreads), 0, stream,
+           p, input, is, lowest, values, vs, indices, xs, channels_fastest);
+  } else {
+    launch(max_pool2d_forward_kernel<T, false>, dim3(blocks_for(total)), dim3(kThreads), 0, stream,
+           p, input, is, lowest, values, vs, indices, xs, channels_fastest);
+  }
 }
 
 template <typename T>

@@ -63,7 +63,7 @@ void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
   emu::Conv2dBackend::grad_bias(grad_output, grad_bias);
 }
 void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                        at::Tensor& indices) {
+                        at::Tensor* indices) {
   emu::MaxPool2dBackend::forward(p, input, values, indices);
 }
 void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output,

@@ -24,7 +24,7 @@ void conv2d_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at
                   at::Tensor& grad_weight);
 void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias);
 void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                        at::Tensor& indices);
+                        at::Tensor* indices);
 void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output,
                          const at::Tensor& indices, at::Tensor& grad_input);
 
@@ -56,7 +56,7 @@ struct RoutedConv2dBackend {
 template <class Cpu>
 struct RoutedMaxPool2dBackend {
   static void forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                      at::Tensor& indices) {
+                      at::Tensor* indices) {
     emulated::active() ? emulated::max_pool2d_forward(p, input, values, indices)
                          : Cpu::forward(p, input, values, indices);
   }

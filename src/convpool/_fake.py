@@ -108,6 +108,13 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     return values, indices
 
 
+@torch.library.register_fake("convpool::max_pool2d_values")
+def _max_pool2d_values_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    sizes = _max_pool2d_output_sizes(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return torch.empty(sizes, dtype=input.dtype, device=input.device,
+                       memory_format=_pool_memory_format(input))
+
+
 @torch.library.register_fake("convpool::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):

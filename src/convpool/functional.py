@@ -64,8 +64,10 @@ def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_I
 
     Indices (return_indices=True) are int64 offsets h * W + w into each input plane, as PyTorch's.
     stride defaults to kernel_size."""
-    stride = [] if stride is None else _int_list(stride)
-    values, indices = torch.ops.convpool.max_pool2d(
-        input, _int_list(kernel_size), stride, _int_list(padding), _int_list(dilation),
-        bool(ceil_mode))
+    args = (input, _int_list(kernel_size), [] if stride is None else _int_list(stride),
+            _int_list(padding), _int_list(dilation), bool(ceil_mode))
+    if not return_indices and not (torch.is_grad_enabled() and input.requires_grad):
+        # Nobody needs the indices: the values-only kernel skips their computation and storage.
+        return torch.ops.convpool.max_pool2d_values(*args)
+    values, indices = torch.ops.convpool.max_pool2d(*args)
     return (values, indices) if return_indices else values
