@@ -75,6 +75,12 @@ def extension():
         extra_compile_args["cxx"] = ["-O1"] + sanitize + ["-fdiagnostics-color=always"]
         extra_link_args += ["-fsanitize=address,undefined"]
         cpp_sources += sources("csrc/sanitize/*.cpp")  # the canaries .ci/sanitize must see reported
+    if torch._C.has_openmp:
+        # at::parallel_for is inline: without -fopenmp its OpenMP body compiles to a plain serial
+        # loop and every CPU kernel runs on one thread whatever torch.set_num_threads says. The
+        # OpenMP runtime itself is torch's (libgomp.so.1, already loaded by torch).
+        extra_compile_args["cxx"] += ["-fopenmp"]
+        extra_link_args += ["-fopenmp"]
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if flag("CONVPOOL_BUILD_EMU"):

@@ -113,6 +113,11 @@ PyObject* build_info(PyObject*, PyObject*) {
 #else
   const bool sanitized = false;
 #endif
+#ifdef _OPENMP  // at::parallel_for is inline: without OpenMP here it runs every loop serially
+  const bool openmp = true;
+#else
+  const bool openmp = false;
+#endif
   PyObject* info = PyDict_New();
   if (info == nullptr) return nullptr;
   const bool ok = put(info, "version", PyUnicode_FromString(CONVPOOL_VERSION)) &&
@@ -125,7 +130,8 @@ PyObject* build_info(PyObject*, PyObject*) {
                   put(info, "cpu_features", cpu_features()) &&
                   put(info, "compiler", PyUnicode_FromString(compiler)) &&
                   put(info, "optimized", PyBool_FromLong(optimized)) &&
-                  put(info, "sanitized", PyBool_FromLong(sanitized));
+                  put(info, "sanitized", PyBool_FromLong(sanitized)) &&
+                  put(info, "openmp", PyBool_FromLong(openmp));
   if (!ok) {
     Py_DECREF(info);
     return nullptr;

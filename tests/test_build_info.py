@@ -146,11 +146,13 @@ def test_python_m_convpool_prints_the_build():
     assert lines[0] == f"convpool: {convpool.__version__} ({info['location']})"
     assert lines[1] == f"torch: {torch.__version__} (convpool built against the same)"
     assert lines[2].startswith(f"CPU GEMM kernels: {convpool._C._cpu_isa()}")
+    assert lines[3] == (f"CPU threads: OpenMP, {torch.get_num_threads()} (torch.get_num_threads())"
+                        if info["openmp"] else "CPU threads: 1 (built without OpenMP)")
     if info["cuda"]:
-        assert lines[3].startswith(f"CUDA: {' '.join(info['cuda_archs'])} (TORCH_CUDA_ARCH_LIST=")
+        assert lines[4].startswith(f"CUDA: {' '.join(info['cuda_archs'])} (TORCH_CUDA_ARCH_LIST=")
     else:
-        assert lines[3] == "CUDA: not built"
-    assert lines[4] == ("CUDA emulator: built" if convpool.testing.emulator_available()
+        assert lines[4] == "CUDA: not built"
+    assert lines[5] == ("CUDA emulator: built" if convpool.testing.emulator_available()
                         else "CUDA emulator: not built")
     as_json = run_main("--json")
     assert as_json.returncode == 0, as_json.stderr
@@ -182,6 +184,9 @@ def test_warnings():
     assert build_warnings(fake_info(cuda_archs=["sm_86"], gpus=[("L40", "sm_89")])) == []
     assert len(build_warnings(fake_info(gpus=[("B200", "sm_100")]))) == 1
     assert build_warnings(fake_info(cuda_arch_list="9.0+PTX", gpus=[("B200", "sm_100")])) == []
+    if torch._C.has_openmp:
+        [warning] = build_warnings(fake_info(openmp=False))
+        assert "without OpenMP" in warning and "one thread" in warning
 
 
 def test_main_warns_on_stderr(monkeypatch, capsys):

@@ -2,6 +2,8 @@
 ops can be called from several Python threads at once, and repeated calls do not leak memory."""
 import gc
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -101,3 +103,31 @@ def test_repeated_calls_do_not_leak():
     growth = _rss_bytes() - start
     # A leak of even one 4x8x8 float tensor per call would be 10,000 * 1 KiB = 10 MiB.
     assert growth < 4 * 1024 * 1024, f"resident memory grew by {growth / 2**20:.1f} MiB"
+
+
+def test_built_with_openmp_when_torch_is():
+    # at::parallel_for is inline: compiled without -fopenmp it silently runs serially (every CPU
+    # kernel on one thread whatever torch.set_num_threads says; this shipped once unnoticed).
+    assert convpool.build_info()["openmp"] == torch._C.has_openmp
+
+
+THREADS_USED = r"""
+import os, numpy, torch, convpool
+torch.set_num_threads(2)
+# Built from numpy: torch's own fill kernels would start the OpenMP pool themselves.
+x = torch.from_numpy(numpy.random.default_rng(0).standard_normal((4, 32, 256, 256), dtype=numpy.float32))
+before = len(os.listdir("/proc/self/task"))
+convpool.max_pool2d(x, 3, 2, 1)
+print(before, len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not torch._C.has_openmp or os.cpu_count() < 2, reason="needs OpenMP and 2 cores")
+def test_cpu_kernels_use_torchs_threads():
+    # The first parallel region with 2 threads starts the OpenMP worker: a kernel that ran serially
+    # leaves the thread count unchanged.
+    result = subprocess.run([sys.executable, "-c", THREADS_USED], capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert result.returncode == 0, result.stderr
+    before, after = map(int, result.stdout.split())
+    assert after > before

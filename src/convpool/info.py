@@ -33,6 +33,8 @@ def build_info():
     gpus: visible GPUs as (name, "sm_XY")
     emulator: whether the CUDA emulator (convpool.testing.cuda_emulation) is built
     compiler, optimized, sanitized: how the C++ was compiled
+    openmp: whether the CPU kernels were compiled with OpenMP, which at::parallel_for needs to use
+      more than one thread (torch.get_num_threads())
     """
     raw = _C._build_info()
     try:
@@ -64,6 +66,7 @@ def build_info():
         "compiler": raw["compiler"],
         "optimized": raw["optimized"],
         "sanitized": raw["sanitized"],
+        "openmp": raw["openmp"],
     }
 
 
@@ -98,6 +101,9 @@ def build_warnings(info):
         problems.append(
             f"the compiled extension is convpool {info['binary_version']} but the Python package "
             f"is {info['version']}: a stale build; rebuild it")
+    if torch._C.has_openmp and not info["openmp"]:
+        problems.append("convpool's CPU kernels were compiled without OpenMP: they run on one "
+                        "thread; rebuild with this setup.py")
     for name, sm in info["gpus"]:
         if not info["cuda"]:
             problems.append(f"GPU {name} ({sm}) is visible but convpool was built without CUDA: "
@@ -133,6 +139,8 @@ def format_build_info(info):
     if feature_text:
         cpu_line += f"; CPU has {feature_text}"
     lines.append(cpu_line)
+    lines.append("CPU threads: " + (f"OpenMP, {torch.get_num_threads()} (torch.get_num_threads())"
+                                    if info["openmp"] else "1 (built without OpenMP)"))
 
     if info["cuda"]:
         details = [f"TORCH_CUDA_ARCH_LIST={info['cuda_arch_list']}", f"nvcc {info['nvcc_version']}",
