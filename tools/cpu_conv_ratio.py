@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python tools/cpu_conv_ratio.py [fb] [cl] [LAYER-SUBSTRING ...]
 
-fp32, batch 8, torch.set_num_threads(2); `fb` adds forward+backward, `cl` uses channels_last
+fp32, batch 8, torch.set_num_threads(2) (also while timing); `fb` adds forward+backward, `cl` uses channels_last
 inputs. Prints one JSON line per layer: {"f": [torch_s, convpool_s], "fb": [...]} (best of 3
 alternating torch.utils.benchmark medians). A shared machine is noisy: compare ratios, not times.
 """
@@ -69,7 +69,9 @@ def main(argv):
             times = {"torch": [], "convpool": []}
             for _ in range(3):
                 for impl in ("torch", "convpool"):
-                    timer = tb.Timer(stmt="f()", globals={"f": stmts[impl]})
+                    # Timer's num_threads defaults to 1 (it sets torch's thread count while timing).
+                    timer = tb.Timer(stmt="f()", globals={"f": stmts[impl]},
+                                     num_threads=torch.get_num_threads())
                     times[impl].append(timer.blocked_autorange(min_run_time=0.4).median)
             t, o = min(times["torch"]), min(times["convpool"])
             result[mode] = [t, o]
