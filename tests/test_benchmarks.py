@@ -23,8 +23,12 @@ ERROR_COLUMNS = ["err_torch_abs", "err_torch_rel", "err_f64_abs", "err_f64_rel"]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert run.main(["--suite", "tiny", "--reps", "1", "--min-time", "0", "--threads", "1",
-                     "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert run.main(["--suite", "tiny", "--reps", "1", "--min-time", "0", "--threads", "1",
+                         "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # run.main, a script's main, sets it for the whole process
     return out
 
 

@@ -146,7 +146,10 @@ def test_python_m_convpool_prints_the_build():
     assert lines[0] == f"convpool: {convpool.__version__} ({info['location']})"
     assert lines[1] == f"torch: {torch.__version__} (convpool built against the same)"
     assert lines[2].startswith(f"CPU GEMM kernels: {convpool._C._cpu_isa()}")
-    assert lines[3] == (f"CPU threads: OpenMP, {torch.get_num_threads()} (torch.get_num_threads())"
+    # The thread count of a fresh process (this one's may have been changed by other tests).
+    fresh_threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                                   capture_output=True, text=True, timeout=120).stdout.strip()
+    assert lines[3] == (f"CPU threads: OpenMP, {fresh_threads} (torch.get_num_threads())"
                         if info["openmp"] else "CPU threads: 1 (built without OpenMP)")
     if info["cuda"]:
         assert lines[4].startswith(f"CUDA: {' '.join(info['cuda_archs'])} (TORCH_CUDA_ARCH_LIST=")
