@@ -212,6 +212,10 @@ def test_selector_picks_winograd_where_it_pays(winograd_mode):
     assert algorithm((8, 1, 56, 56), (64, 1, 3, 3)) == "gemm"  # one input channel
     assert algorithm((8, 64, 2, 2), (64, 64, 3, 3)) == "gemm"  # 2x2 output
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3)) == "gemm"  # weight transform > savings
+    assert algorithm((4, 512, 7, 7), (512, 512, 3, 3)) == "gemm"
+    assert algorithm((8, 512, 7, 7), (512, 512, 3, 3)) == "winograd"  # ResNet-50's last 3x3
+    assert algorithm((1, 256, 14, 14), (256, 256, 3, 3)) == "winograd"
+    assert algorithm((1, 64, 12, 12), (64, 64, 3, 3)) == "gemm"  # 144 output pixels
     assert algorithm((1, 16, 32, 32), (1024, 16, 3, 3)) == "gemm"  # short products, wide output
     assert algorithm((1, 16, 28, 28), (256, 16, 3, 3)) == "winograd"
     assert algorithm(*resnet, stride=2) == "gemm"

@@ -561,15 +561,19 @@ bool chosen(const Conv2dParams& p, c10::ScalarType dtype) {
   // Thresholds measured on a 2-core AVX-512 Zen 5 (direct GEMM path vs Winograd over channels
   // 8..512, feature maps 6..56, batch 1 and 8):
   // - with fewer than 16 channels on either side the tile transforms cost more than they save;
-  // - the weight transform (36 * C_in * C_out values per call) needs about 512 output pixels per
-  //   call to pay off, whatever the channel counts (both scale with C_in * C_out);
+  // - the weight transform (36 * C_in * C_out values per call) needs enough output pixels per
+  //   call to pay off: about 192 (re-measured with both threads working; 1, 2, 4 images of a
+  //   7x7 map at 512 channels: 0.37x, 0.65x, 0.87x, 8 images 1.24x; 196 pixels at 128 and 256
+  //   channels 1.55x and 1.32x), twice that once the transformed weight (over 256 x 256
+  //   channels: 9 MiB) no longer stays in cache between tile blocks;
   // - 4x4 tiles over a small map compute padding: at most 1.5x the outputs (7x7: 1.31x, 6x6: 1.78x);
   // - below 32 input channels the 36 products reduce over too few values to run the micro-kernel
   //   well, while the direct GEMM (reducing over 9 C_in) does: not past 256 output channels
   //   (16 -> 1024 measured 0.97x, 16 -> 256 1.15x).
   const int64_t pixels = p.batch * p.out_height * p.out_width;
   const int64_t tiled = p.batch * gemm::round_up(p.out_height, kTile) * gemm::round_up(p.out_width, kTile);
-  return std::min(p.in_channels, p.out_channels) >= 16 && pixels >= 512 &&
+  const int64_t min_pixels = p.in_channels * p.out_channels <= 256 * 256 ? 192 : 384;
+  return std::min(p.in_channels, p.out_channels) >= 16 && pixels >= min_pixels &&
          2 * tiled <= 3 * pixels && (p.in_channels >= 32 || p.out_channels <= 256);
 }
 
