@@ -126,6 +126,24 @@ inline TapRange columns_hitting(const Pool2dParams& p, int64_t kw) {
   return {r.begin, r.end};
 }
 
+// What every forward loop reads and writes: strides and data of input, values and (when asked
+// for) indices.
+template <typename scalar_t>
+struct ForwardOperands {
+  Strides4 is, vs, xs;
+  const scalar_t* in;
+  scalar_t* out;
+  int64_t* idx;  // nullptr: values only
+};
+
+template <typename scalar_t>
+ForwardOperands<scalar_t> forward_operands(const at::Tensor& input, at::Tensor& values,
+                                           at::Tensor* indices) {
+  return {strides4(input), strides4(values), indices ? strides4(*indices) : Strides4{},
+          input.const_data_ptr<scalar_t>(), values.mutable_data_ptr<scalar_t>(),
+          indices ? indices->mutable_data_ptr<int64_t>() : nullptr};
+}
+
 // Index of a window's first in-bounds element, or kNoInputIndex.
 inline int64_t first_index(const Pool2dParams& p, int64_t oh, int64_t ow) {
   const int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
@@ -274,11 +292,7 @@ CONVPOOL_AVX512 void rows_chunk(const Pool2dParams& p, const float* plane, const
 template <bool kIndices>
 void forward_rows(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                   at::Tensor* indices) {
-  const Strides4 is = strides4(input), vs = strides4(values);
-  const Strides4 xs = indices ? strides4(*indices) : Strides4{};
-  const float* in = input.const_data_ptr<float>();
-  float* out = values.mutable_data_ptr<float>();
-  int64_t* idx = indices ? indices->mutable_data_ptr<int64_t>() : nullptr;
+  const auto [is, vs, xs, in, out, idx] = forward_operands<float>(input, values, indices);
   std::vector<TapRange> cols(p.kernel_w);
   for (int64_t kw = 0; kw < p.kernel_w; ++kw) cols[kw] = columns_hitting(p, kw);
   const int64_t rows = p.batch * p.channels * p.out_height;
@@ -387,11 +401,7 @@ CONVPOOL_AVX512 void pixel_wide(const Pool2dParams& p, const float* image, const
 template <bool kIndices>
 void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                            at::Tensor* indices) {
-  const Strides4 is = strides4(input), vs = strides4(values);
-  const Strides4 xs = indices ? strides4(*indices) : Strides4{};
-  const float* in = input.const_data_ptr<float>();
-  float* out = values.mutable_data_ptr<float>();
-  int64_t* idx = indices ? indices->mutable_data_ptr<int64_t>() : nullptr;
+  const auto [is, vs, xs, in, out, idx] = forward_operands<float>(input, values, indices);
   const int64_t pixels = p.batch * p.out_height * p.out_width;
   const int64_t work_per_pixel = std::max<int64_t>(1, p.channels * p.kernel_h * p.kernel_w);
   const bool wide = p.channels > 2 * kLanes * kMaxBlocks;  // see pixel_wide
@@ -441,11 +451,7 @@ void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::T
 template <typename scalar_t, typename index_t, bool kIndices, typename Update>
 void forward_rows(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                   at::Tensor* indices, Update update) {
-  const Strides4 is = strides4(input), vs = strides4(values);
-  const Strides4 xs = kIndices ? strides4(*indices) : Strides4{};
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out = values.mutable_data_ptr<scalar_t>();
-  int64_t* idx = kIndices ? indices->mutable_data_ptr<int64_t>() : nullptr;
+  const auto [is, vs, xs, in, out, idx] = forward_operands<scalar_t>(input, values, indices);
   const int64_t wo = p.out_width;
   const int64_t rows = p.batch * p.channels * p.out_height;
   const int64_t work_per_row = std::max<int64_t>(1, wo * p.kernel_h * p.kernel_w);
@@ -487,11 +493,7 @@ void forward_rows(const Pool2dParams& p, const at::Tensor& input, at::Tensor& va
 template <typename scalar_t, typename index_t, bool kIndices, typename Update>
 void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                            at::Tensor* indices, Update update) {
-  const Strides4 is = strides4(input), vs = strides4(values);
-  const Strides4 xs = kIndices ? strides4(*indices) : Strides4{};
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  scalar_t* out = values.mutable_data_ptr<scalar_t>();
-  int64_t* idx = kIndices ? indices->mutable_data_ptr<int64_t>() : nullptr;
+  const auto [is, vs, xs, in, out, idx] = forward_operands<scalar_t>(input, values, indices);
   const int64_t channels = p.channels;
   const int64_t pixels = p.batch * p.out_height * p.out_width;
   const int64_t work_per_pixel = std::max<int64_t>(1, channels * p.kernel_h * p.kernel_w);
