@@ -2,7 +2,9 @@
 // multiplier): a GEMM per group would be a 1-row matrix product, all overhead. Each output row is
 // built tap by tap along unit-stride rows, so the inner loops vectorize; tensors are read through
 // their strides (any layout). Half and bfloat16 accumulate in float. Every task owns its output
-// elements and sums in a fixed order: results are deterministic.
+// elements and sums in a fixed order: results are deterministic. These are the portable kernels;
+// float32 with one output channel per input channel runs the AVX2 / AVX-512 ones of
+// depthwise_simd.h where they apply.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -14,6 +16,7 @@
 
 #include "../params.h"
 #include "../shape.h"
+#include "depthwise_simd.h"
 #include "window.h"
 
 namespace convpool::cpu {
@@ -198,6 +201,9 @@ void wgrad_channels_last(const Conv2dParams& p, const at::Tensor& grad_output,
 template <typename scalar_t>
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (fprop_simd(p, input, weight, bias, output)) return;
+  }
   if (channels_innermost(p, input, output))
     return fprop_channels_last<scalar_t>(p, input, weight, bias, output);
   using acc = acc_t<scalar_t>;
@@ -243,6 +249,9 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
 template <typename scalar_t>
 void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
            at::Tensor& grad_input) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (dgrad_simd(p, grad_output, weight, grad_input)) return;
+  }
   if (channels_innermost(p, grad_output, grad_input))
     return dgrad_channels_last<scalar_t>(p, grad_output, weight, grad_input);
   using acc = acc_t<scalar_t>;
@@ -288,6 +297,9 @@ void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
 template <typename scalar_t>
 void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
            at::Tensor& grad_weight) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (wgrad_simd(p, grad_output, input, grad_weight)) return;
+  }
   if (channels_innermost(p, grad_output, input))
     return wgrad_channels_last<scalar_t>(p, grad_output, input, grad_weight);
   using acc = acc_t<scalar_t>;

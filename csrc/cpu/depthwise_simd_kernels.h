@@ -1,0 +1,477 @@
+// The kernels of depthwise_simd.cpp, written once over a vector type: that file includes this
+// header once per ISA (AVX-512, AVX2), inside a namespace that defines V, kLanes and the vector
+// primitives, under a `#pragma GCC target` for that ISA. Not a standalone header (no include
+// guard on purpose).
+
+// ---- vector helpers that read or write `rem` < kLanes lanes when kPartial --------------------------
+
+template <bool kPartial>
+inline V ld(const float* p, int rem) {
+  if constexpr (kPartial) return load_n(p, rem);
+  else return load(p);
+}
+
+template <bool kPartial>
+inline void st(float* p, V v, int rem) {
+  if constexpr (kPartial) store_n(p, v, rem);
+  else store(p, v);
+}
+
+// Lanes p[0], p[2], ..., p[2 * (n - 1)], reading nothing past p[2 * (n - 1)].
+template <bool kPartial>
+inline V ld_stride2(const float* p, int rem) {
+  if constexpr (kPartial) return load_stride2_n(p, rem);
+  else return load_stride2(p);
+}
+
+// Adds the lanes of v (rem of them) to dst[0..rem) in double.
+inline void add_to_double(double* dst, V v, int rem) {
+  alignas(64) float lane[kLanes];
+  store(lane, v);
+  for (int l = 0; l < rem; ++l) dst[l] += static_cast<double>(lane[l]);
+}
+
+// ---- correlation over channels_last rows: fprop, and stride-1 dgrad ------------------------------
+
+// One output row o_h of one image, `rem` channels (vectors of kLanes, the last one partial when
+// kPartial): x_img is the image's first channel, tap t's weights are at wbase + t * w_stride. Pixels
+// whose taps all land inside the input (the interior [lo, hi)) go P at a time with the accumulators
+// in registers; the border pixels check every tap.
+template <bool kPartial>
+inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t xs_h, int64_t xs_w,
+                             float* y_row, int64_t ys_w, const float* wbase, int64_t w_stride,
+                             const float* bias_ptr, int64_t oh, int rem, WidthRange inner) {
+  constexpr int P = kLanes == 16 ? 8 : 4;
+  const int64_t KW = g.kernel_w;
+  const V bias = bias_ptr ? ld<kPartial>(bias_ptr, rem) : zero();
+  const int64_t row0 = oh * g.stride_h + g.off_h;
+
+  const auto pixel = [&](int64_t ow) {
+    V acc = bias;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = row0 + kh * g.step_h;
+      if (ih < 0 || ih >= g.in_h) continue;
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
+        if (iw < 0 || iw >= g.in_w) continue;
+        acc = fmadd(ld<kPartial>(wbase + (kh * KW + kw) * w_stride, rem),
+                    ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
+      }
+    }
+    st<kPartial>(y_row + ow * ys_w, acc, rem);
+  };
+
+  int64_t ow = 0;
+  for (; ow < inner.lo; ++ow) pixel(ow);
+  const int64_t step = g.stride_w * xs_w;
+  for (; ow + P <= inner.hi; ow += P) {
+    V acc[P];
+    for (int i = 0; i < P; ++i) acc[i] = bias;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = row0 + kh * g.step_h;
+      if (ih < 0 || ih >= g.in_h) continue;
+      const float* xr = x_img + ih * xs_h + (ow * g.stride_w + g.off_w) * xs_w;
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const V wv = ld<kPartial>(wbase + (kh * KW + kw) * w_stride, rem);
+        const float* xp = xr + kw * g.step_w * xs_w;
+        for (int i = 0; i < P; ++i) acc[i] = fmadd(wv, ld<kPartial>(xp + i * step, rem), acc[i]);
+      }
+    }
+    for (int i = 0; i < P; ++i) st<kPartial>(y_row + (ow + i) * ys_w, acc[i], rem);
+  }
+  for (; ow < g.out_w; ++ow) pixel(ow);
+}
+
+void correlate_cl(const Args& a, int64_t r0, int64_t r1) {
+  const Correlation& g = a.geo;
+  const WidthRange inner = interior(g);
+  const int64_t C = a.channels;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.out_h, oh = r % g.out_h;
+    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+      const float* x_img = a.x + n * a.xs.n + c0;
+      float* y_row = a.y + n * a.ys.n + oh * a.ys.h + c0;
+      const float* bias = a.bias ? a.bias + c0 : nullptr;
+      if (c0 + kLanes <= C)
+        correlate_row_cl<false>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, C, bias, oh,
+                                kLanes, inner);
+      else
+        correlate_row_cl<true>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, C, bias, oh,
+                               static_cast<int>(C - c0), inner);
+    }
+  }
+}
+
+// ---- NCHW through channel-blocked tiles ------------------------------------------------------------
+// kLanes channels of one image are packed as [row][column][lane] (what oneDNN calls nChw16c), the
+// channels_last row kernels run on the tile, and each output row is unpacked to its planes. Tasks
+// are (image, channel block, band of output rows); the tile holds only the band's input rows.
+
+// Rows [lo, hi) of `rem` planes (plane l at src + l * s.c) into tile[row][column][lane]; unit-stride
+// rows go kLanes x kLanes at a time through a register transpose.
+inline void pack_rows(const float* src, Strides4 s, int64_t width, int64_t lo, int64_t hi, int rem,
+                      float* tile) {
+  for (int64_t h = lo; h < hi; ++h) {
+    float* dst = tile + h * width * kLanes;
+    const float* row = src + h * s.h;
+    if (s.w != 1) {
+      for (int l = 0; l < rem; ++l)
+        for (int64_t w = 0; w < width; ++w) dst[w * kLanes + l] = row[l * s.c + w * s.w];
+      continue;
+    }
+    for (int64_t w = 0; w < width; w += kLanes) {
+      const int cols = static_cast<int>(std::min<int64_t>(kLanes, width - w));
+      V r[kLanes];
+      for (int l = 0; l < kLanes; ++l)
+        r[l] = l >= rem ? zero() : cols == kLanes ? load(row + l * s.c + w) : load_n(row + l * s.c + w, cols);
+      transpose(r);
+      for (int j = 0; j < cols; ++j) store(dst + (w + j) * kLanes, r[j]);
+    }
+  }
+}
+
+// One tile row [column][lane] out to `rem` planes (plane l at dst + l * s.c, the row's start).
+inline void unpack_row(const float* tile, int64_t width, int rem, float* dst, Strides4 s) {
+  if (s.w != 1) {
+    for (int l = 0; l < rem; ++l)
+      for (int64_t w = 0; w < width; ++w) dst[l * s.c + w * s.w] = tile[w * kLanes + l];
+    return;
+  }
+  for (int64_t w = 0; w < width; w += kLanes) {
+    const int cols = static_cast<int>(std::min<int64_t>(kLanes, width - w));
+    V r[kLanes];
+    for (int j = 0; j < kLanes; ++j) r[j] = j < cols ? load(tile + (w + j) * kLanes) : zero();
+    transpose(r);
+    for (int l = 0; l < rem; ++l) {
+      if (cols == kLanes) store(dst + l * s.c + w, r[l]);
+      else store_n(dst + l * s.c + w, r[l], cols);
+    }
+  }
+}
+
+// Input rows [lo, hi) that output rows [o0, o1) of a correlation read.
+inline WidthRange rows_read(const Correlation& g, int64_t o0, int64_t o1) {
+  const int64_t reach = (g.kernel_h - 1) * g.step_h;
+  const int64_t lo = o0 * g.stride_h + g.off_h + std::min<int64_t>(0, reach);
+  const int64_t hi = (o1 - 1) * g.stride_h + g.off_h + std::max<int64_t>(0, reach) + 1;
+  return {std::max<int64_t>(0, lo), std::max<int64_t>(0, std::min(g.in_h, hi))};
+}
+
+void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
+  const Correlation& g = a.geo;
+  const WidthRange inner = interior(g);
+  const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
+  const int64_t bands = (g.out_h + a.band_rows - 1) / a.band_rows;
+  std::vector<float> in_tile(g.in_h * g.in_w * kLanes), out_row(g.out_w * kLanes);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t band = t % bands, cb = (t / bands) % blocks, n = t / (bands * blocks);
+    const int64_t c0 = cb * kLanes, o0 = band * a.band_rows;
+    const int64_t o1 = std::min(g.out_h, o0 + a.band_rows);
+    const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
+    const WidthRange rows = rows_read(g, o0, o1);
+    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.lo, rows.hi, rem, in_tile.data());
+    const float* bias = a.bias ? a.bias + c0 : nullptr;
+    for (int64_t oh = o0; oh < o1; ++oh) {
+      if (rem == kLanes)
+        correlate_row_cl<false>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
+                                a.w + c0, C, bias, oh, rem, inner);
+      else
+        correlate_row_cl<true>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
+                               a.w + c0, C, bias, oh, rem, inner);
+      unpack_row(out_row.data(), g.out_w, rem, a.y + n * a.ys.n + c0 * a.ys.c + oh * a.ys.h, a.ys);
+    }
+  }
+}
+
+// ---- correlation over unit-stride rows of (n, c) planes: fprop, and stride-1 dgrad -------------
+
+// Output columns [ow, ow + rem) of one row; every one of them has all its taps inside the input.
+template <bool kPartial, int P>
+inline void correlate_span_planes(const Args& a, const float* xplane, const float* wc, float bias,
+                                  int64_t row0, int64_t ow, int rem, float* yrow) {
+  const Correlation& g = a.geo;
+  V acc[P];
+  for (int i = 0; i < P; ++i) acc[i] = set1(bias);
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = row0 + kh * g.step_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    const float* xr = xplane + ih * a.xs.h + ow * g.stride_w + g.off_w;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const V wv = set1(wc[kh * g.kernel_w + kw]);
+      const float* xp = xr + kw * g.step_w;
+      for (int i = 0; i < P; ++i) {
+        const float* src = xp + i * kLanes * g.stride_w;
+        const V xv = g.stride_w == 1 ? ld<kPartial>(src, rem) : ld_stride2<kPartial>(src, rem);
+        acc[i] = fmadd(wv, xv, acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < P; ++i) st<kPartial>(yrow + ow + i * kLanes, acc[i], rem);
+}
+
+void correlate_planes(const Args& a, int64_t r0, int64_t r1) {
+  constexpr int P = 4;
+  const Correlation& g = a.geo;
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  const WidthRange inner = interior(g);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t oh = r % g.out_h, c = (r / g.out_h) % a.channels, n = r / (g.out_h * a.channels);
+    const float* wc = a.w + c * taps;
+    const float bias = a.bias ? a.bias[c] : 0.0f;
+    const float* xplane = a.x + n * a.xs.n + c * a.xs.c;
+    float* yrow = a.y + n * a.ys.n + c * a.ys.c + oh * a.ys.h;
+    const int64_t row0 = oh * g.stride_h + g.off_h;
+    const auto pixel = [&](int64_t ow) {
+      float acc = bias;
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t ih = row0 + kh * g.step_h;
+        if (ih < 0 || ih >= g.in_h) continue;
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
+          if (iw < 0 || iw >= g.in_w) continue;
+          acc = std::fma(wc[kh * g.kernel_w + kw], xplane[ih * a.xs.h + iw], acc);
+        }
+      }
+      yrow[ow] = acc;
+    };
+    int64_t ow = 0;
+    for (; ow < inner.lo; ++ow) pixel(ow);
+    for (; ow + P * kLanes <= inner.hi; ow += P * kLanes)
+      correlate_span_planes<false, P>(a, xplane, wc, bias, row0, ow, kLanes, yrow);
+    for (; ow + kLanes <= inner.hi; ow += kLanes)
+      correlate_span_planes<false, 1>(a, xplane, wc, bias, row0, ow, kLanes, yrow);
+    if (ow < inner.hi) {
+      correlate_span_planes<true, 1>(a, xplane, wc, bias, row0, ow,
+                                     static_cast<int>(inner.hi - ow), yrow);
+      ow = inner.hi;
+    }
+    for (; ow < g.out_w; ++ow) pixel(ow);
+  }
+}
+
+// ---- small NCHW planes at stride 1 with input and output rows of one width --------------------------
+// Then in[j + shift(tap)] is tap's input for output j of the flattened plane, so a plane is a few
+// vectors and every tap one masked load per vector (lanes whose tap lands in padding read nothing).
+
+struct FlatPlane {
+  int64_t size, vectors;
+  std::vector<int64_t> shift;  // [tap]
+  std::vector<uint32_t> bits;  // [vector][tap]: lanes whose input is inside the plane
+  std::vector<uint32_t> lanes; // [vector]: lanes inside the output plane
+};
+
+inline FlatPlane flat_plane(const Correlation& g) {
+  FlatPlane f;
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  f.size = g.out_h * g.out_w;
+  f.vectors = (f.size + kLanes - 1) / kLanes;
+  f.shift.resize(taps);
+  f.bits.assign(f.vectors * taps, 0);
+  f.lanes.assign(f.vectors, 0);
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw)
+      f.shift[kh * g.kernel_w + kw] = (g.off_h + kh * g.step_h) * g.in_w + g.off_w + kw * g.step_w;
+  for (int64_t j = 0; j < f.size; ++j) {
+    const int64_t v = j / kLanes, lane = j % kLanes, oh = j / g.out_w, ow = j % g.out_w;
+    f.lanes[v] |= 1u << lane;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = oh + g.off_h + kh * g.step_h;
+      if (ih < 0 || ih >= g.in_h) continue;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = ow + g.off_w + kw * g.step_w;
+        if (iw >= 0 && iw < g.in_w) f.bits[v * taps + kh * g.kernel_w + kw] |= 1u << lane;
+      }
+    }
+  }
+  return f;
+}
+
+// Planes q = n * C + c in [q0, q1); weights [C][taps].
+void correlate_flat(const Args& a, int64_t q0, int64_t q1) {
+  const Correlation& g = a.geo;
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  const FlatPlane f = flat_plane(g);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / a.channels, c = q % a.channels;
+    const float* xp = a.x + n * a.xs.n + c * a.xs.c;
+    float* yp = a.y + n * a.ys.n + c * a.ys.c;
+    const float* wc = a.w + c * taps;
+    const V bias = set1(a.bias ? a.bias[c] : 0.0f);
+    for (int64_t v = 0; v < f.vectors; ++v) {
+      const int64_t j0 = v * kLanes;
+      const uint32_t* bits = f.bits.data() + v * taps;
+      V acc = bias;
+      for (int64_t t = 0; t < taps; ++t)
+        if (bits[t]) acc = fmadd(set1(wc[t]), load_bits(xp + j0 + f.shift[t], bits[t]), acc);
+      if (j0 + kLanes <= f.size) store(yp + j0, acc);
+      else store_n(yp + j0, acc, static_cast<int>(f.size - j0));
+    }
+  }
+}
+
+// Channels [c0, c1), each over the whole batch: per image and tap a float sum over the plane,
+// images added in double.
+void wgrad_flat(const Args& a, int64_t c0, int64_t c1) {
+  const Correlation& g = a.geo;
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  const FlatPlane f = flat_plane(g);
+  std::vector<double> total(taps);
+  for (int64_t c = c0; c < c1; ++c) {
+    std::fill(total.begin(), total.end(), 0.0);
+    for (int64_t n = 0; n < a.p.batch; ++n) {
+      const float* xp = a.x + n * a.xs.n + c * a.xs.c;
+      const float* gp = a.go + n * a.gos.n + c * a.gos.c;
+      for (int64_t t = 0; t < taps; ++t) {
+        V acc0 = zero(), acc1 = zero();
+        for (int64_t v = 0; v < f.vectors; ++v) {
+          const uint32_t bits = f.bits[v * taps + t];
+          if (!bits) continue;
+          const int64_t j0 = v * kLanes;
+          const V prod_in = load_bits(xp + j0 + f.shift[t], bits);
+          const V grad = load_bits(gp + j0, f.lanes[v]);
+          if (v & 1) acc1 = fmadd(grad, prod_in, acc1);
+          else acc0 = fmadd(grad, prod_in, acc0);
+        }
+        total[t] += static_cast<double>(hsum(add(acc0, acc1)));
+      }
+    }
+    float* gw = a.y + c * a.ys.n;
+    for (int64_t t = 0; t < taps; ++t)
+      gw[(t / g.kernel_w) * a.ys.h + (t % g.kernel_w) * a.ys.w] = static_cast<float>(total[t]);
+  }
+}
+
+// ---- channels_last dgrad for any stride: each input pixel gathers the taps that reach it --------
+
+template <bool kPartial>
+inline void dgrad_pixel_cl(const Args& a, int64_t n, int64_t ih, int64_t iw, int64_t c0, int rem) {
+  const Conv2dParams& p = a.p;
+  const int64_t C = a.channels;
+  V acc = zero();
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const int64_t h = ih + p.pad_h - kh * p.dilation_h;  // = oh * stride_h
+    if (h < 0 || h % p.stride_h != 0 || h / p.stride_h >= p.out_height) continue;
+    const float* go_row = a.x + n * a.xs.n + (h / p.stride_h) * a.xs.h + c0;
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t v = iw + p.pad_w - kw * p.dilation_w;
+      if (v < 0 || v % p.stride_w != 0 || v / p.stride_w >= p.out_width) continue;
+      acc = fmadd(ld<kPartial>(a.w + (kh * p.kernel_w + kw) * C + c0, rem),
+                  ld<kPartial>(go_row + (v / p.stride_w) * a.xs.w, rem), acc);
+    }
+  }
+  st<kPartial>(a.y + n * a.ys.n + ih * a.ys.h + iw * a.ys.w + c0, acc, rem);
+}
+
+void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
+  const Conv2dParams& p = a.p;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.in_height, ih = r % p.in_height;
+    for (int64_t iw = 0; iw < p.in_width; ++iw) {
+      int64_t c0 = 0;
+      for (; c0 + kLanes <= a.channels; c0 += kLanes) dgrad_pixel_cl<false>(a, n, ih, iw, c0, kLanes);
+      if (c0 < a.channels)
+        dgrad_pixel_cl<true>(a, n, ih, iw, c0, static_cast<int>(a.channels - c0));
+    }
+  }
+}
+
+// ---- grad_weight ------------------------------------------------------------------------------
+// Per output row and tap the products are summed in float (four interleaved partial sums, combined
+// in a fixed order); rows are added in double, as in the portable kernels.
+
+// channels_last: output rows [r0, r1) into part[tap][C] (double).
+template <bool kPartial>
+inline void wgrad_tap_cl(const float* g0, int64_t gw_step, const float* x0, int64_t x_step,
+                         int64_t begin, int64_t end, int rem, double* dst) {
+  V acc0 = zero(), acc1 = zero(), acc2 = zero(), acc3 = zero();
+  int64_t ow = begin;
+  for (; ow + 4 <= end; ow += 4) {
+    acc0 = fmadd(ld<kPartial>(g0 + ow * gw_step, rem), ld<kPartial>(x0 + ow * x_step, rem), acc0);
+    acc1 = fmadd(ld<kPartial>(g0 + (ow + 1) * gw_step, rem),
+                 ld<kPartial>(x0 + (ow + 1) * x_step, rem), acc1);
+    acc2 = fmadd(ld<kPartial>(g0 + (ow + 2) * gw_step, rem),
+                 ld<kPartial>(x0 + (ow + 2) * x_step, rem), acc2);
+    acc3 = fmadd(ld<kPartial>(g0 + (ow + 3) * gw_step, rem),
+                 ld<kPartial>(x0 + (ow + 3) * x_step, rem), acc3);
+  }
+  for (; ow < end; ++ow)
+    acc0 = fmadd(ld<kPartial>(g0 + ow * gw_step, rem), ld<kPartial>(x0 + ow * x_step, rem), acc0);
+  add_to_double(dst, add(add(acc0, acc1), add(acc2, acc3)), rem);
+}
+
+void wgrad_cl(const Args& a, int64_t r0, int64_t r1, double* part) {
+  const Conv2dParams& p = a.p;
+  const int64_t C = a.channels;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.out_height, oh = r % p.out_height;
+    const float* g_row = a.go + n * a.gos.n + oh * a.gos.h;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
+      if (ih < 0 || ih >= p.in_height) continue;
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const Columns cols = columns_for_tap(p, kw);
+        if (cols.begin >= cols.end) continue;
+        const float* x_row = a.x + n * a.xs.n + ih * a.xs.h + cols.offset * a.xs.w;
+        double* dst = part + (kh * p.kernel_w + kw) * C;
+        const int64_t x_step = p.stride_w * a.xs.w;
+        int64_t c0 = 0;
+        for (; c0 + kLanes <= C; c0 += kLanes)
+          wgrad_tap_cl<false>(g_row + c0, a.gos.w, x_row + c0, x_step, cols.begin, cols.end,
+                              kLanes, dst + c0);
+        if (c0 < C)
+          wgrad_tap_cl<true>(g_row + c0, a.gos.w, x_row + c0, x_step, cols.begin, cols.end,
+                             static_cast<int>(C - c0), dst + c0);
+      }
+    }
+  }
+}
+
+// (n, c) planes with unit-stride rows: channels [c0, c1), each summed over the whole batch.
+void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
+  const Conv2dParams& p = a.p;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  std::vector<double> total(taps);
+  for (int64_t c = c0; c < c1; ++c) {
+    std::fill(total.begin(), total.end(), 0.0);
+    for (int64_t n = 0; n < p.batch; ++n) {
+      for (int64_t oh = 0; oh < p.out_height; ++oh) {
+        const float* g_row = a.go + n * a.gos.n + c * a.gos.c + oh * a.gos.h;
+        for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
+          if (ih < 0 || ih >= p.in_height) continue;
+          const float* x_row = a.x + n * a.xs.n + c * a.xs.c + ih * a.xs.h;
+          for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+            const Columns cols = columns_for_tap(p, kw);
+            const float* src = x_row + cols.offset;
+            V acc[4] = {zero(), zero(), zero(), zero()};
+            int64_t ow = cols.begin;
+            const auto x_at = [&](int64_t o, int rem) {
+              const float* s = src + o * p.stride_w;
+              if (p.stride_w == 1) return rem == kLanes ? ld<false>(s, rem) : ld<true>(s, rem);
+              return rem == kLanes ? ld_stride2<false>(s, rem) : ld_stride2<true>(s, rem);
+            };
+            for (; ow + 4 * kLanes <= cols.end; ow += 4 * kLanes)
+              for (int i = 0; i < 4; ++i)
+                acc[i] = fmadd(ld<false>(g_row + ow + i * kLanes, kLanes),
+                               x_at(ow + i * kLanes, kLanes), acc[i]);
+            for (; ow + kLanes <= cols.end; ow += kLanes)
+              acc[0] = fmadd(ld<false>(g_row + ow, kLanes), x_at(ow, kLanes), acc[0]);
+            if (ow < cols.end) {
+              const int rem = static_cast<int>(cols.end - ow);
+              acc[1] = fmadd(ld<true>(g_row + ow, rem), x_at(ow, rem), acc[1]);
+            }
+            const float row_sum = hsum(add(add(acc[0], acc[1]), add(acc[2], acc[3])));
+            total[kh * p.kernel_w + kw] += static_cast<double>(row_sum);
+          }
+        }
+      }
+    }
+    float* gw = a.y + c * a.ys.n;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+        gw[kh * a.ys.h + kw * a.ys.w] = static_cast<float>(total[kh * p.kernel_w + kw]);
+  }
+}
+
+const Kernels kKernels = {kLanes, &correlate_cl,     &correlate_planes, &correlate_blocked, &correlate_flat,
+                          &wgrad_flat,       &dgrad_strided_cl, &wgrad_cl,          &wgrad_planes};
