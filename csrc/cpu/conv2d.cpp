@@ -690,19 +690,49 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
 
 template <typename scalar_t>
 void grad_bias_impl(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  // Double accumulation: a long sum in float (or bf16) loses the small terms. The order of every
+  // sum is fixed by the shape alone, never by the thread count.
   const Strides4 s = strides4(grad_output);
-  const int64_t n_size = grad_output.size(0), h_size = grad_output.size(2), w_size = grad_output.size(3);
+  const int64_t n_size = grad_output.size(0), channels = grad_output.size(1);
+  const int64_t h_size = grad_output.size(2), w_size = grad_output.size(3);
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   scalar_t* out = grad_bias.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, grad_output.size(1), 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      // Double accumulation: a long sum in float (or bf16) loses the small terms.
-      double total = 0;
-      for (int64_t n = 0; n < n_size; ++n)
-        for (int64_t h = 0; h < h_size; ++h) {
-          const scalar_t* row = go + n * s.n + c * s.c + h * s.h;
-          for (int64_t w = 0; w < w_size; ++w) total += static_cast<double>(row[w * s.w]);
+  const int64_t rows = n_size * h_size;
+  if (s.c == 1 && channels > 1) {
+    // channels_last: a channel's values are a pixel apart, so sum whole pixels (one independent
+    // sum per channel, which vectorizes) over a fixed number of row blocks, then add the blocks.
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 16));
+    std::vector<double> part(blocks * channels, 0.0);
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        double* acc = part.data() + b * channels;
+        for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
+          const scalar_t* row = go + (r / h_size) * s.n + (r % h_size) * s.h;
+          for (int64_t w = 0; w < w_size; ++w)
+            for (int64_t c = 0; c < channels; ++c) acc[c] += static_cast<double>(row[w * s.w + c]);
         }
+      }
+    });
+    for (int64_t c = 0; c < channels; ++c) {
+      double total = 0;
+      for (int64_t b = 0; b < blocks; ++b) total += part[b * channels + c];
+      out[c] = static_cast<scalar_t>(total);
+    }
+    return;
+  }
+  at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
+    constexpr int kChains = 8;  // independent partial sums: one chain would wait on every add
+    for (int64_t c = c0; c < c1; ++c) {
+      double part[kChains] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const scalar_t* row = go + (r / h_size) * s.n + c * s.c + (r % h_size) * s.h;
+        int64_t w = 0;
+        for (; w + kChains <= w_size; w += kChains)
+          for (int l = 0; l < kChains; ++l) part[l] += static_cast<double>(row[(w + l) * s.w]);
+        for (; w < w_size; ++w) part[w % kChains] += static_cast<double>(row[w * s.w]);
+      }
+      double total = 0;
+      for (int l = 0; l < kChains; ++l) total += part[l];
       out[c] = static_cast<scalar_t>(total);
     }
   });
