@@ -37,6 +37,9 @@ CASES = [
     (1, 2, 4, 100, (2, 3), (1, 3), (1, 1), (1, 2), False),
     (1, 65, 5, 5, 3, 2, 1, 1, False),
     (1, 80, 4, 6, 2, 1, 0, 1, True),
+    # Up to 128 channels in one register chunk: 7 vectors with a 4-lane tail, exactly 8 vectors.
+    (1, 100, 5, 6, 3, 2, 1, 1, True),
+    (1, 128, 4, 5, 2, 1, 0, 1, False),
     # More than 128 channels: the channels_last tap-by-tap path (a whole vector tail, a 3-lane one).
     (2, 144, 5, 6, 3, 2, 1, 1, True),
     (1, 131, 4, 5, 2, 1, 0, 1, False),
