@@ -37,6 +37,9 @@ CASES = [
     (1, 2, 4, 100, (2, 3), (1, 3), (1, 1), (1, 2), False),
     (1, 65, 5, 5, 3, 2, 1, 1, False),
     (1, 80, 4, 6, 2, 1, 0, 1, True),
+    # Up to 128 channels in one register chunk: 7 vectors with a 4-lane tail, exactly 8 vectors.
+    (1, 100, 5, 6, 3, 2, 1, 1, True),
+    (1, 128, 4, 5, 2, 1, 0, 1, False),
     # More than 128 channels: the channels_last tap-by-tap path (a whole vector tail, a 3-lane one).
     (2, 144, 5, 6, 3, 2, 1, 1, True),
     (1, 131, 4, 5, 2, 1, 0, 1, False),
@@ -232,3 +235,19 @@ def test_backward_rejects_bad_index_in_vector_check(layout, bad):
     indices[0, 13, 5, 11] = bad
     with pytest.raises(RuntimeError, match=r"index -?\d+ at output position \(0, 13, 5, 11\) is outside"):
         torch.ops.convpool.max_pool2d_backward(torch.ones_like(values), x, indices, [2], [2], [0], [1], False)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_outputs_of_32_mib_and_more_match_torch(layout):
+    """Outputs of 32 MiB or more get transparent huge pages (a hint before first touch): values,
+    indices and gradient are still exactly torch's (SqueezeNet pool1 at batch 8: 35 MB grad_input)."""
+    x = make_tensor((8, 96, 109, 109), torch.float32, layout, seed=11)
+    assert x.numel() * x.element_size() >= 32 << 20
+    kwargs = dict(kernel_size=3, stride=2, ceil_mode=True, return_indices=True)
+    values, indices = convpool.max_pool2d(x, **kwargs)
+    ref, ref_indices = F.max_pool2d(x, **kwargs)
+    assert torch.equal(values, ref) and torch.equal(indices, ref_indices)
+    grad_output = make_tensor(tuple(values.shape), torch.float32, layout, seed=12)
+    ours = torch.ops.convpool.max_pool2d_backward(grad_output, x, indices, [3], [2], [0], [1], True)
+    expected = torch.ops.aten.max_pool2d_with_indices_backward(grad_output, x, [3], [2], [0], [1], True, ref_indices)
+    assert torch.equal(ours, expected) and ours.stride() == expected.stride()

@@ -14,6 +14,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <type_traits>
 #include <vector>
 
@@ -155,13 +158,14 @@ inline int64_t first_index(const Pool2dParams& p, int64_t oh, int64_t ow) {
 
 #if defined(__x86_64__)
 // AVX-512F kernels for float: 16 lanes, outputs kept in registers across all taps of a window
-// (up to 4 vectors at a time, so four independent compare/blend chains are in flight) and stored
-// once. Indices in int32 lanes (the caller ensures a plane has fewer than 2^31 elements).
+// (up to 4 vectors of output columns, or 8 of a pixel's channels, at a time, so as many
+// independent compare/blend chains are in flight) and stored once. Indices in int32 lanes (the caller ensures a plane has fewer than 2^31 elements).
 #define CONVPOOL_AVX512 __attribute__((target("avx512f")))
 namespace avx512 {
 
 constexpr int kLanes = 16;
-constexpr int kMaxBlocks = 4;
+constexpr int kMaxBlocks = 4;       // output-row vectors per chunk (rows_chunk)
+constexpr int kMaxPixelBlocks = 8;  // channel vectors of a pixel in registers (pixel_chunk)
 
 // Mask of lanes [begin, end), clipped to [0, 16).
 CONVPOOL_AVX512 inline __mmask16 lane_mask(int64_t begin, int64_t end) {
@@ -358,8 +362,8 @@ CONVPOOL_AVX512 void pixel_chunk(const Pool2dParams& p, const float* image, cons
 // A pixel with more than 128 channels: tap by tap, each streaming over all channels, with the
 // maxima in L1 buffers (`best`, `best_index`: channels rounded up to 16). Chunks of 64 channels
 // in registers revisit every tap once per chunk, which from 4 chunks on ran 2-3x slower
-// (8x256x56^2 channels_last, 2x2/2; likely the prefetchers losing the pattern); up to 2 chunks
-// the registers win.
+// (8x256x56^2 channels_last, 2x2/2; likely the prefetchers losing the pattern); up to 128
+// channels, one chunk of pixel_chunk, the registers win.
 template <bool kIndices>
 CONVPOOL_AVX512 void pixel_wide(const Pool2dParams& p, const float* image, const Strides4& is,
                                 int64_t h0, int64_t w0, TapRange th, TapRange tw, float* out_pixel,
@@ -404,7 +408,7 @@ void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::T
   const auto [is, vs, xs, in, out, idx] = forward_operands<float>(input, values, indices);
   const int64_t pixels = p.batch * p.out_height * p.out_width;
   const int64_t work_per_pixel = std::max<int64_t>(1, p.channels * p.kernel_h * p.kernel_w);
-  const bool wide = p.channels > 2 * kLanes * kMaxBlocks;  // see pixel_wide
+  const bool wide = p.channels > kLanes * kMaxPixelBlocks;  // see pixel_wide
   at::parallel_for(0, pixels, std::max<int64_t>(1, 32768 / work_per_pixel), [&](int64_t q0, int64_t q1) {
     const int64_t padded = wide ? (p.channels + kLanes - 1) / kLanes * kLanes : 0;
     std::vector<float> best(padded);
@@ -429,14 +433,19 @@ void forward_channels_last(const Pool2dParams& p, const at::Tensor& input, at::T
                              best_index.data());
         continue;
       }
-      for (int64_t c0 = 0; c0 < p.channels; c0 += kLanes * kMaxBlocks) {
-        const int64_t blocks = std::min<int64_t>(kMaxBlocks, (p.channels - c0 + kLanes - 1) / kLanes);
-        switch (blocks) {
-          case 4: pixel_chunk<kIndices, 4>(p, image, is, h0, w0, th, tw, c0, out_pixel, index_pixel); break;
-          case 3: pixel_chunk<kIndices, 3>(p, image, is, h0, w0, th, tw, c0, out_pixel, index_pixel); break;
-          case 2: pixel_chunk<kIndices, 2>(p, image, is, h0, w0, th, tw, c0, out_pixel, index_pixel); break;
-          default: pixel_chunk<kIndices, 1>(p, image, is, h0, w0, th, tw, c0, out_pixel, index_pixel);
-        }
+      // Not wide: at most kMaxPixelBlocks vectors of channels, all in registers at once
+      // (SqueezeNet pool1's 96 channels as 4 + 2 vectors walked every tap twice and ran 1.35x
+      // slower, 1 thread).
+      const int64_t blocks = (p.channels + kLanes - 1) / kLanes;
+      switch (blocks) {
+        case 8: pixel_chunk<kIndices, 8>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 7: pixel_chunk<kIndices, 7>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 6: pixel_chunk<kIndices, 6>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 5: pixel_chunk<kIndices, 5>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 4: pixel_chunk<kIndices, 4>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 3: pixel_chunk<kIndices, 3>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        case 2: pixel_chunk<kIndices, 2>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel); break;
+        default: pixel_chunk<kIndices, 1>(p, image, is, h0, w0, th, tw, 0, out_pixel, index_pixel);
       }
     }
   });
@@ -557,7 +566,7 @@ void forward_impl(const Pool2dParams& p, const at::Tensor& input, at::Tensor& va
       if (channels_innermost(p, input, values, indices)) {
         // Except with indices over more than 128 channels, where the AVX2 kernel measured faster
         // (8x192 and 8x256 channels at 56x56: R 0.93 / 0.88 against 0.72 / 0.71).
-        if (!kIndices || p.channels <= 2 * avx512::kLanes * avx512::kMaxBlocks) {
+        if (!kIndices || p.channels <= avx512::kLanes * avx512::kMaxPixelBlocks) {
           avx512::forward_channels_last<kIndices>(p, input, values, indices);
           return;
         }
@@ -716,12 +725,31 @@ void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const a
   }
 }
 
+// Outputs of 32 MiB or more: glibc's malloc maps such blocks anew on every allocation (its mmap
+// threshold stops growing at 32 MiB), so every call first-touches thousands of 4 KiB pages, at
+// ~1.4 us a fault on the benchmark host (a KVM guest): SqueezeNet's 35 MB pool1 gradient took
+// 11 ms, torch's alike, for a kernel of ~1 ms. Transparent huge pages on the 2 MiB-aligned
+// interior of the fresh block (a hint; the kernel ignores it where THP is off) cut that ~7x.
+// Left out below 32 MiB: such blocks usually come back from malloc's heap already mapped.
+void advise_huge_pages(const at::Tensor& fresh) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const size_t bytes = fresh.storage().nbytes();
+  if (bytes < (size_t(32) << 20)) return;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(fresh.storage().data());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + bytes) & ~(kHuge - 1);
+  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
 }  // namespace
 
 struct MaxPool2dBackend {
   // indices: nullptr for the values alone.
   static void forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                       at::Tensor* indices) {
+    advise_huge_pages(values);
+    if (indices) advise_huge_pages(*indices);
     AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool2d", [&] {
       if (indices) {
         forward_impl<scalar_t, true>(p, input, values, indices);
@@ -732,6 +760,7 @@ struct MaxPool2dBackend {
   }
   static void backward(const Pool2dParams& p, const at::Tensor& grad_output,
                        const at::Tensor& indices, at::Tensor& grad_input) {
+    advise_huge_pages(grad_input);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                     "max_pool2d_backward", [&] {
       backward_impl<scalar_t>(p, grad_output, indices, grad_input);
