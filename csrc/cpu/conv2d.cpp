@@ -28,6 +28,7 @@
 #include "../conv2d_op.h"
 #include "../emu/routing.h"
 #include "depthwise_conv2d.h"
+#include "memory.h"
 #include "gemm.h"
 #include "winograd.h"
 
@@ -755,6 +756,7 @@ const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool 
 struct Conv2dBackend {
   static void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor* bias, at::Tensor& output) {
+    advise_huge_pages(output);
     CONVPOOL_DISPATCH_CONV_TYPES(input.scalar_type(), "conv2d", [&] {
       if (is_depthwise(p)) {
         depthwise::fprop<scalar_t>(p, input, weight, bias, output);
@@ -765,6 +767,7 @@ struct Conv2dBackend {
   }
   static void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input) {
+    advise_huge_pages(grad_input);
     CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
       if (is_depthwise(p)) {
         depthwise::dgrad<scalar_t>(p, grad_output, weight, grad_input);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <numeric>
 #include <vector>
 
 #include "../shape.h"
@@ -90,7 +91,7 @@ struct Kernels {
   void (*correlate_flat)(const Args&, int64_t, int64_t);
   void (*wgrad_flat)(const Args&, int64_t, int64_t);
   void (*dgrad_strided_cl)(const Args&, int64_t, int64_t);
-  void (*wgrad_cl)(const Args&, int64_t, int64_t, double*);
+  void (*wgrad_cl)(const Args&, int64_t, int64_t, int64_t, int64_t, double*);
   void (*wgrad_planes)(const Args&, int64_t, int64_t);
 };
 
@@ -357,16 +358,24 @@ bool wgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
     at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_planes(a, c0, c1); });
     return true;
   }
-  // Rows in a fixed number of blocks (at most 16, at most 32 MiB of double partial sums), each
-  // summed into its own [taps][C] block, then the blocks added in order.
+  // Rows in a fixed number of blocks (a function of the shape: up to 16, at least ~1024 pixels
+  // each, at most 32 MiB of double partial sums), each summed into its own [taps][C] block, then
+  // the blocks added in order. Tasks are (block, 64 channels): small maps still give every thread
+  // work without more blocks.
   const int64_t rows = p.batch * p.out_height;
   const int64_t block_values = taps * C;
   const int64_t max_blocks = std::max<int64_t>(1, (int64_t{32} << 20) / (8 * block_values));
-  const int64_t blocks = std::max<int64_t>(1, std::min({rows, int64_t{16}, max_blocks}));
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min({rows, int64_t{16}, max_blocks, rows * p.out_width / 1024}));
+  constexpr int64_t kTaskChannels = 64;
+  const int64_t channel_groups = (C + kTaskChannels - 1) / kTaskChannels;
   std::vector<double> part(blocks * block_values, 0.0);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t blk = b0; blk < b1; ++blk)
-      k->wgrad_cl(a, rows * blk / blocks, rows * (blk + 1) / blocks, part.data() + blk * block_values);
+  at::parallel_for(0, blocks * channel_groups, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t blk = t / channel_groups, c0 = (t % channel_groups) * kTaskChannels;
+      k->wgrad_cl(a, rows * blk / blocks, rows * (blk + 1) / blocks, c0,
+                  std::min(C, c0 + kTaskChannels), part.data() + blk * block_values);
+    }
   });
   const Strides4 ws = strides4(grad_weight);
   float* gw = grad_weight.mutable_data_ptr<float>();

@@ -28,20 +28,47 @@ inline V ld_stride2(const float* p, int rem) {
 inline void add_to_double(double* dst, V v, int rem) {
   alignas(64) float lane[kLanes];
   store(lane, v);
-  for (int l = 0; l < rem; ++l) dst[l] += static_cast<double>(lane[l]);
+  if (rem == kLanes) {
+    for (int l = 0; l < kLanes; ++l) dst[l] += static_cast<double>(lane[l]);  // vectorizes
+  } else {
+    for (int l = 0; l < rem; ++l) dst[l] += static_cast<double>(lane[l]);
+  }
 }
 
 // ---- correlation over channels_last rows: fprop, and stride-1 dgrad ------------------------------
 
+// P output pixels [ow, ow + P) of the interior (every tap inside), accumulators in registers.
+template <int P, bool kPartial>
+inline void correlate_pixels_cl(const Correlation& g, const float* x_img, int64_t xs_h,
+                                int64_t xs_w, float* y_row, int64_t ys_w, const float* wbase,
+                                int64_t w_kh, int64_t w_kw, V bias, int64_t row0, int64_t ow,
+                                int rem) {
+  const int64_t step = g.stride_w * xs_w;
+  V acc[P];
+  for (int i = 0; i < P; ++i) acc[i] = bias;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = row0 + kh * g.step_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    const float* xr = x_img + ih * xs_h + (ow * g.stride_w + g.off_w) * xs_w;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const V wv = ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem);
+      const float* xp = xr + kw * g.step_w * xs_w;
+      for (int i = 0; i < P; ++i) acc[i] = fmadd(wv, ld<kPartial>(xp + i * step, rem), acc[i]);
+    }
+  }
+  for (int i = 0; i < P; ++i) st<kPartial>(y_row + (ow + i) * ys_w, acc[i], rem);
+}
+
 // One output row o_h of one image, `rem` channels (vectors of kLanes, the last one partial when
-// kPartial): x_img is the image's first channel, tap t's weights are at wbase + t * w_stride. Pixels
-// whose taps all land inside the input (the interior [lo, hi)) go P at a time with the accumulators
-// in registers; the border pixels check every tap.
+// kPartial): x_img is the image's first channel, tap (kh, kw)'s weights at wbase + kh * w_kh +
+// kw * w_kw. The
+// interior [lo, hi) (pixels whose taps all land inside the input) goes 8, 4, 2, 1 pixels at a time
+// with the accumulators in registers; the border pixels check every tap.
 template <bool kPartial>
 inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t xs_h, int64_t xs_w,
-                             float* y_row, int64_t ys_w, const float* wbase, int64_t w_stride,
-                             const float* bias_ptr, int64_t oh, int rem, WidthRange inner) {
-  constexpr int P = kLanes == 16 ? 8 : 4;
+                             float* y_row, int64_t ys_w, const float* wbase, int64_t w_kh,
+                             int64_t w_kw, const float* bias_ptr, int64_t oh, int rem,
+                             WidthRange inner) {
   const int64_t KW = g.kernel_w;
   const V bias = bias_ptr ? ld<kPartial>(bias_ptr, rem) : zero();
   const int64_t row0 = oh * g.stride_h + g.off_h;
@@ -54,7 +81,7 @@ inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t x
       for (int64_t kw = 0; kw < KW; ++kw) {
         const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
         if (iw < 0 || iw >= g.in_w) continue;
-        acc = fmadd(ld<kPartial>(wbase + (kh * KW + kw) * w_stride, rem),
+        acc = fmadd(ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem),
                     ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
       }
     }
@@ -63,22 +90,17 @@ inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t x
 
   int64_t ow = 0;
   for (; ow < inner.lo; ++ow) pixel(ow);
-  const int64_t step = g.stride_w * xs_w;
-  for (; ow + P <= inner.hi; ow += P) {
-    V acc[P];
-    for (int i = 0; i < P; ++i) acc[i] = bias;
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = row0 + kh * g.step_h;
-      if (ih < 0 || ih >= g.in_h) continue;
-      const float* xr = x_img + ih * xs_h + (ow * g.stride_w + g.off_w) * xs_w;
-      for (int64_t kw = 0; kw < KW; ++kw) {
-        const V wv = ld<kPartial>(wbase + (kh * KW + kw) * w_stride, rem);
-        const float* xp = xr + kw * g.step_w * xs_w;
-        for (int i = 0; i < P; ++i) acc[i] = fmadd(wv, ld<kPartial>(xp + i * step, rem), acc[i]);
-      }
-    }
-    for (int i = 0; i < P; ++i) st<kPartial>(y_row + (ow + i) * ys_w, acc[i], rem);
+#define CONVPOOL_DW_PIXELS(P)                                                                   \
+  for (; ow + P <= inner.hi; ow += P)                                                           \
+    correlate_pixels_cl<P, kPartial>(g, x_img, xs_h, xs_w, y_row, ys_w, wbase, w_kh, w_kw,     \
+                                     bias, row0, ow, rem);
+  if constexpr (kLanes == 16) {
+    CONVPOOL_DW_PIXELS(8)
   }
+  CONVPOOL_DW_PIXELS(4)
+  CONVPOOL_DW_PIXELS(2)
+  CONVPOOL_DW_PIXELS(1)
+#undef CONVPOOL_DW_PIXELS
   for (; ow < g.out_w; ++ow) pixel(ow);
 }
 
@@ -93,11 +115,11 @@ void correlate_cl(const Args& a, int64_t r0, int64_t r1) {
       float* y_row = a.y + n * a.ys.n + oh * a.ys.h + c0;
       const float* bias = a.bias ? a.bias + c0 : nullptr;
       if (c0 + kLanes <= C)
-        correlate_row_cl<false>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, C, bias, oh,
-                                kLanes, inner);
+        correlate_row_cl<false>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, g.kernel_w * C,
+                                C, bias, oh, kLanes, inner);
       else
-        correlate_row_cl<true>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, C, bias, oh,
-                               static_cast<int>(C - c0), inner);
+        correlate_row_cl<true>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, g.kernel_w * C,
+                               C, bias, oh, static_cast<int>(C - c0), inner);
     }
   }
 }
@@ -174,10 +196,10 @@ void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
     for (int64_t oh = o0; oh < o1; ++oh) {
       if (rem == kLanes)
         correlate_row_cl<false>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
-                                a.w + c0, C, bias, oh, rem, inner);
+                                a.w + c0, g.kernel_w * C, C, bias, oh, rem, inner);
       else
         correlate_row_cl<true>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
-                               a.w + c0, C, bias, oh, rem, inner);
+                               a.w + c0, g.kernel_w * C, C, bias, oh, rem, inner);
       unpack_row(out_row.data(), g.out_w, rem, a.y + n * a.ys.n + c0 * a.ys.c + oh * a.ys.h, a.ys);
     }
   }
@@ -341,36 +363,63 @@ void wgrad_flat(const Args& a, int64_t c0, int64_t c1) {
   }
 }
 
-// ---- channels_last dgrad for any stride: each input pixel gathers the taps that reach it --------
+// ---- channels_last dgrad at any stride: a stride-1 correlation per phase ----------------------
+// Input positions i = phase + stride * j of one phase are reached by the taps k = k0, k0 + m, ...
+// (m = stride / gcd(stride, dilation)) from outputs o = j + (phase + pad - k0 * dilation) / stride
+// - t * (m * dilation / stride): per phase of rows and of columns a stride-1 correlation over
+// grad_output, written to every stride-th pixel. Phases no tap reaches get zeros.
+
+struct Phase {
+  int64_t first_tap, taps, tap_step;  // taps first_tap + t * tap_step, t < taps
+  int64_t offset, out_step;           // output o = j + offset + t * out_step
+};
+
+inline Phase phase_of(int64_t phase, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+  Phase f{0, 0, stride / std::gcd(stride, dilation), 0, 0};
+  // k * dilation mod stride repeats with period tap_step: if no k below it fits, none does.
+  for (int64_t k = 0; k < kernel && k < f.tap_step; ++k)
+    if ((phase + pad - k * dilation) % stride == 0) {
+      f.first_tap = k;
+      f.taps = (kernel - k + f.tap_step - 1) / f.tap_step;
+      break;
+    }
+  f.offset = (phase + pad - f.first_tap * dilation) / stride;  // exact (a multiple of stride)
+  f.out_step = -(f.tap_step * dilation / stride);
+  return f;
+}
 
 template <bool kPartial>
-inline void dgrad_pixel_cl(const Args& a, int64_t n, int64_t ih, int64_t iw, int64_t c0, int rem) {
+inline void dgrad_phase_row_cl(const Args& a, const Phase& rows, const Phase& cols, int64_t n,
+                               int64_t ih, int64_t col_phase, int64_t c0, int rem) {
   const Conv2dParams& p = a.p;
   const int64_t C = a.channels;
-  V acc = zero();
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-    const int64_t h = ih + p.pad_h - kh * p.dilation_h;  // = oh * stride_h
-    if (h < 0 || h % p.stride_h != 0 || h / p.stride_h >= p.out_height) continue;
-    const float* go_row = a.x + n * a.xs.n + (h / p.stride_h) * a.xs.h + c0;
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const int64_t v = iw + p.pad_w - kw * p.dilation_w;
-      if (v < 0 || v % p.stride_w != 0 || v / p.stride_w >= p.out_width) continue;
-      acc = fmadd(ld<kPartial>(a.w + (kh * p.kernel_w + kw) * C + c0, rem),
-                  ld<kPartial>(go_row + (v / p.stride_w) * a.xs.w, rem), acc);
-    }
-  }
-  st<kPartial>(a.y + n * a.ys.n + ih * a.ys.h + iw * a.ys.w + c0, acc, rem);
+  const int64_t width = (p.in_width - col_phase + p.stride_w - 1) / p.stride_w;
+  if (width <= 0) return;
+  const Correlation g{p.out_height, p.out_width, p.in_height, width, rows.taps, cols.taps,
+                      1, 1, rows.offset, cols.offset, rows.out_step, cols.out_step};
+  const float* wbase = a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C + c0;
+  float* y_row = a.y + n * a.ys.n + ih * a.ys.h + col_phase * a.ys.w + c0;
+  correlate_row_cl<kPartial>(g, a.x + n * a.xs.n + c0, a.xs.h, a.xs.w, y_row, p.stride_w * a.ys.w,
+                             wbase, rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr,
+                             ih / p.stride_h, rem, interior(g));
 }
 
 void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
   const Conv2dParams& p = a.p;
+  std::vector<Phase> col_phases(p.stride_w), row_phases(p.stride_h);
+  for (int64_t f = 0; f < p.stride_w; ++f)
+    col_phases[f] = phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+  for (int64_t f = 0; f < p.stride_h; ++f)
+    row_phases[f] = phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / p.in_height, ih = r % p.in_height;
-    for (int64_t iw = 0; iw < p.in_width; ++iw) {
+    const Phase& rows = row_phases[ih % p.stride_h];
+    for (int64_t f = 0; f < p.stride_w; ++f) {
       int64_t c0 = 0;
-      for (; c0 + kLanes <= a.channels; c0 += kLanes) dgrad_pixel_cl<false>(a, n, ih, iw, c0, kLanes);
+      for (; c0 + kLanes <= a.channels; c0 += kLanes)
+        dgrad_phase_row_cl<false>(a, rows, col_phases[f], n, ih, f, c0, kLanes);
       if (c0 < a.channels)
-        dgrad_pixel_cl<true>(a, n, ih, iw, c0, static_cast<int>(a.channels - c0));
+        dgrad_phase_row_cl<true>(a, rows, col_phases[f], n, ih, f, c0, static_cast<int>(a.channels - c0));
     }
   }
 }
@@ -379,48 +428,55 @@ void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
 // Per output row and tap the products are summed in float (four interleaved partial sums, combined
 // in a fixed order); rows are added in double, as in the portable kernels.
 
-// channels_last: output rows [r0, r1) into part[tap][C] (double).
+// channels_last: output rows [r0, r1) into part[tap][C] (double). Rows go in groups of about 256
+// products per sum (so small maps do not pay a double conversion per row and tap), each group's
+// sum in float with four interleaved partial sums.
 template <bool kPartial>
-inline void wgrad_tap_cl(const float* g0, int64_t gw_step, const float* x0, int64_t x_step,
-                         int64_t begin, int64_t end, int rem, double* dst) {
+inline void wgrad_tap_cl(const Args& a, int64_t g0, int64_t g1, int64_t kh, const Columns& cols,
+                         int64_t c0, int rem, double* dst) {
+  const Conv2dParams& p = a.p;
+  const int64_t gw_step = a.gos.w, x_step = p.stride_w * a.xs.w;
   V acc0 = zero(), acc1 = zero(), acc2 = zero(), acc3 = zero();
-  int64_t ow = begin;
-  for (; ow + 4 <= end; ow += 4) {
-    acc0 = fmadd(ld<kPartial>(g0 + ow * gw_step, rem), ld<kPartial>(x0 + ow * x_step, rem), acc0);
-    acc1 = fmadd(ld<kPartial>(g0 + (ow + 1) * gw_step, rem),
-                 ld<kPartial>(x0 + (ow + 1) * x_step, rem), acc1);
-    acc2 = fmadd(ld<kPartial>(g0 + (ow + 2) * gw_step, rem),
-                 ld<kPartial>(x0 + (ow + 2) * x_step, rem), acc2);
-    acc3 = fmadd(ld<kPartial>(g0 + (ow + 3) * gw_step, rem),
-                 ld<kPartial>(x0 + (ow + 3) * x_step, rem), acc3);
+  for (int64_t r = g0; r < g1; ++r) {
+    const int64_t n = r / p.out_height, oh = r % p.out_height;
+    const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
+    if (ih < 0 || ih >= p.in_height) continue;
+    const float* g_row = a.go + n * a.gos.n + oh * a.gos.h + c0;
+    const float* x_row = a.x + n * a.xs.n + ih * a.xs.h + cols.offset * a.xs.w + c0;
+    int64_t ow = cols.begin;
+    for (; ow + 4 <= cols.end; ow += 4) {
+      acc0 = fmadd(ld<kPartial>(g_row + ow * gw_step, rem), ld<kPartial>(x_row + ow * x_step, rem), acc0);
+      acc1 = fmadd(ld<kPartial>(g_row + (ow + 1) * gw_step, rem),
+                   ld<kPartial>(x_row + (ow + 1) * x_step, rem), acc1);
+      acc2 = fmadd(ld<kPartial>(g_row + (ow + 2) * gw_step, rem),
+                   ld<kPartial>(x_row + (ow + 2) * x_step, rem), acc2);
+      acc3 = fmadd(ld<kPartial>(g_row + (ow + 3) * gw_step, rem),
+                   ld<kPartial>(x_row + (ow + 3) * x_step, rem), acc3);
+    }
+    for (; ow < cols.end; ++ow)
+      acc0 = fmadd(ld<kPartial>(g_row + ow * gw_step, rem), ld<kPartial>(x_row + ow * x_step, rem), acc0);
   }
-  for (; ow < end; ++ow)
-    acc0 = fmadd(ld<kPartial>(g0 + ow * gw_step, rem), ld<kPartial>(x0 + ow * x_step, rem), acc0);
   add_to_double(dst, add(add(acc0, acc1), add(acc2, acc3)), rem);
 }
 
-void wgrad_cl(const Args& a, int64_t r0, int64_t r1, double* part) {
+// Channels [c_begin, c_end) (whole vectors but the last).
+void wgrad_cl(const Args& a, int64_t r0, int64_t r1, int64_t c_begin, int64_t c_end, double* part) {
   const Conv2dParams& p = a.p;
   const int64_t C = a.channels;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / p.out_height, oh = r % p.out_height;
-    const float* g_row = a.go + n * a.gos.n + oh * a.gos.h;
-    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      const int64_t ih = oh * p.stride_h - p.pad_h + kh * p.dilation_h;
-      if (ih < 0 || ih >= p.in_height) continue;
-      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const Columns cols = columns_for_tap(p, kw);
-        if (cols.begin >= cols.end) continue;
-        const float* x_row = a.x + n * a.xs.n + ih * a.xs.h + cols.offset * a.xs.w;
-        double* dst = part + (kh * p.kernel_w + kw) * C;
-        const int64_t x_step = p.stride_w * a.xs.w;
-        int64_t c0 = 0;
-        for (; c0 + kLanes <= C; c0 += kLanes)
-          wgrad_tap_cl<false>(g_row + c0, a.gos.w, x_row + c0, x_step, cols.begin, cols.end,
-                              kLanes, dst + c0);
-        if (c0 < C)
-          wgrad_tap_cl<true>(g_row + c0, a.gos.w, x_row + c0, x_step, cols.begin, cols.end,
-                             static_cast<int>(C - c0), dst + c0);
+  const int64_t group = std::max<int64_t>(1, 256 / std::max<int64_t>(1, p.out_width));
+  for (int64_t g0 = r0; g0 < r1; g0 += group) {
+    const int64_t g1 = std::min(r1, g0 + group);
+    // Channel vector outermost: the group's rows of one vector stay in L1 across the taps.
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kLanes) {
+      const int rem = static_cast<int>(std::min<int64_t>(kLanes, c_end - c0));
+      for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const Columns cols = columns_for_tap(p, kw);
+          if (cols.begin >= cols.end) continue;
+          double* dst = part + (kh * p.kernel_w + kw) * C + c0;
+          if (rem == kLanes) wgrad_tap_cl<false>(a, g0, g1, kh, cols, c0, rem, dst);
+          else wgrad_tap_cl<true>(a, g0, g1, kh, cols, c0, rem, dst);
+        }
       }
     }
   }
