@@ -59,41 +59,60 @@ inline void correlate_pixels_cl(const Correlation& g, const float* x_img, int64_
   for (int i = 0; i < P; ++i) st<kPartial>(y_row + (ow + i) * ys_w, acc[i], rem);
 }
 
-// One output row o_h of one image, `rem` channels (vectors of kLanes, the last one partial when
-// kPartial): x_img is the image's first channel, tap (kh, kw)'s weights at wbase + kh * w_kh +
-// kw * w_kw. The
-// interior [lo, hi) (pixels whose taps all land inside the input) goes 8, 4, 2, 1 pixels at a time
-// with the accumulators in registers; the border pixels check every tap.
+// One border pixel: every tap checked.
 template <bool kPartial>
+inline void correlate_pixel_checked_cl(const Correlation& g, const float* x_img, int64_t xs_h,
+                                       int64_t xs_w, float* y_px, const float* wbase, int64_t w_kh,
+                                       int64_t w_kw, V bias, int64_t row0, int64_t ow, int rem) {
+  V acc = bias;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = row0 + kh * g.step_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
+      if (iw < 0 || iw >= g.in_w) continue;
+      acc = fmadd(ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem),
+                  ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
+    }
+  }
+  st<kPartial>(y_px, acc, rem);
+}
+
+// One output row o_h of one image, `channels` channels in vectors of kLanes (the last one
+// partial): x_img is the image's first channel, tap (kh, kw)'s weights at wbase + kh * w_kh +
+// kw * w_kw. The interior [lo, hi) (pixels whose taps all land inside the input) goes 8, 4, 2, 1
+// pixels at a time with the accumulators in registers, every channel vector of a pixel block before
+// the next block (its input stays in L1 and memory is read in order); border pixels check every tap.
 inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t xs_h, int64_t xs_w,
                              float* y_row, int64_t ys_w, const float* wbase, int64_t w_kh,
-                             int64_t w_kw, const float* bias_ptr, int64_t oh, int rem,
+                             int64_t w_kw, const float* bias_ptr, int64_t oh, int64_t channels,
                              WidthRange inner) {
-  const int64_t KW = g.kernel_w;
-  const V bias = bias_ptr ? ld<kPartial>(bias_ptr, rem) : zero();
   const int64_t row0 = oh * g.stride_h + g.off_h;
-
-  const auto pixel = [&](int64_t ow) {
-    V acc = bias;
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = row0 + kh * g.step_h;
-      if (ih < 0 || ih >= g.in_h) continue;
-      for (int64_t kw = 0; kw < KW; ++kw) {
-        const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
-        if (iw < 0 || iw >= g.in_w) continue;
-        acc = fmadd(ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem),
-                    ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
-      }
-    }
-    st<kPartial>(y_row + ow * ys_w, acc, rem);
+  const int64_t full = channels / kLanes * kLanes;
+  const int tail = static_cast<int>(channels - full);
+  const auto bias_of = [&](auto partial, int64_t c0, int rem) {
+    return bias_ptr ? ld<decltype(partial)::value>(bias_ptr + c0, rem) : zero();
   };
-
+  const auto each_vector = [&](auto&& body) {
+    for (int64_t c0 = 0; c0 < full; c0 += kLanes) body(std::false_type{}, c0, kLanes);
+    if (tail) body(std::true_type{}, full, tail);
+  };
+  const auto border = [&](int64_t ow) {
+    each_vector([&](auto partial, int64_t c0, int rem) {
+      correlate_pixel_checked_cl<decltype(partial)::value>(
+          g, x_img + c0, xs_h, xs_w, y_row + ow * ys_w + c0, wbase + c0, w_kh, w_kw,
+          bias_of(partial, c0, rem), row0, ow, rem);
+    });
+  };
   int64_t ow = 0;
-  for (; ow < inner.lo; ++ow) pixel(ow);
-#define CONVPOOL_DW_PIXELS(P)                                                                   \
-  for (; ow + P <= inner.hi; ow += P)                                                           \
-    correlate_pixels_cl<P, kPartial>(g, x_img, xs_h, xs_w, y_row, ys_w, wbase, w_kh, w_kw,     \
-                                     bias, row0, ow, rem);
+  for (; ow < inner.lo; ++ow) border(ow);
+#define CONVPOOL_DW_PIXELS(P)                                                                  \
+  for (; ow + P <= inner.hi; ow += P)                                                          \
+    each_vector([&](auto partial, int64_t c0, int rem) {                                       \
+      correlate_pixels_cl<P, decltype(partial)::value>(g, x_img + c0, xs_h, xs_w, y_row + c0, \
+                                                       ys_w, wbase + c0, w_kh, w_kw,          \
+                                                       bias_of(partial, c0, rem), row0, ow, rem); \
+    });
   if constexpr (kLanes == 16) {
     CONVPOOL_DW_PIXELS(8)
   }
@@ -101,7 +120,7 @@ inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t x
   CONVPOOL_DW_PIXELS(2)
   CONVPOOL_DW_PIXELS(1)
 #undef CONVPOOL_DW_PIXELS
-  for (; ow < g.out_w; ++ow) pixel(ow);
+  for (; ow < g.out_w; ++ow) border(ow);
 }
 
 void correlate_cl(const Args& a, int64_t r0, int64_t r1) {
@@ -110,17 +129,8 @@ void correlate_cl(const Args& a, int64_t r0, int64_t r1) {
   const int64_t C = a.channels;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.out_h, oh = r % g.out_h;
-    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-      const float* x_img = a.x + n * a.xs.n + c0;
-      float* y_row = a.y + n * a.ys.n + oh * a.ys.h + c0;
-      const float* bias = a.bias ? a.bias + c0 : nullptr;
-      if (c0 + kLanes <= C)
-        correlate_row_cl<false>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, g.kernel_w * C,
-                                C, bias, oh, kLanes, inner);
-      else
-        correlate_row_cl<true>(g, x_img, a.xs.h, a.xs.w, y_row, a.ys.w, a.w + c0, g.kernel_w * C,
-                               C, bias, oh, static_cast<int>(C - c0), inner);
-    }
+    correlate_row_cl(g, a.x + n * a.xs.n, a.xs.h, a.xs.w, a.y + n * a.ys.n + oh * a.ys.h, a.ys.w,
+                     a.w, g.kernel_w * C, C, a.bias, oh, C, inner);
   }
 }
 
@@ -194,12 +204,8 @@ void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
     pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.lo, rows.hi, rem, in_tile.data());
     const float* bias = a.bias ? a.bias + c0 : nullptr;
     for (int64_t oh = o0; oh < o1; ++oh) {
-      if (rem == kLanes)
-        correlate_row_cl<false>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
-                                a.w + c0, g.kernel_w * C, C, bias, oh, rem, inner);
-      else
-        correlate_row_cl<true>(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes,
-                               a.w + c0, g.kernel_w * C, C, bias, oh, rem, inner);
+      correlate_row_cl(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes, a.w + c0,
+                       g.kernel_w * C, C, bias, oh, rem, inner);
       unpack_row(out_row.data(), g.out_w, rem, a.y + n * a.ys.n + c0 * a.ys.c + oh * a.ys.h, a.ys);
     }
   }
@@ -388,38 +394,42 @@ inline Phase phase_of(int64_t phase, int64_t kernel, int64_t stride, int64_t pad
   return f;
 }
 
-template <bool kPartial>
-inline void dgrad_phase_row_cl(const Args& a, const Phase& rows, const Phase& cols, int64_t n,
-                               int64_t ih, int64_t col_phase, int64_t c0, int rem) {
-  const Conv2dParams& p = a.p;
-  const int64_t C = a.channels;
-  const int64_t width = (p.in_width - col_phase + p.stride_w - 1) / p.stride_w;
-  if (width <= 0) return;
-  const Correlation g{p.out_height, p.out_width, p.in_height, width, rows.taps, cols.taps,
-                      1, 1, rows.offset, cols.offset, rows.out_step, cols.out_step};
-  const float* wbase = a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C + c0;
-  float* y_row = a.y + n * a.ys.n + ih * a.ys.h + col_phase * a.ys.w + c0;
-  correlate_row_cl<kPartial>(g, a.x + n * a.xs.n + c0, a.xs.h, a.xs.w, y_row, p.stride_w * a.ys.w,
-                             wbase, rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr,
-                             ih / p.stride_h, rem, interior(g));
+// The correlation that writes column phase `col_phase` of the input rows of one row phase.
+inline Correlation phase_correlation(const Conv2dParams& p, const Phase& rows, const Phase& cols,
+                                     int64_t col_phase) {
+  const int64_t width = std::max<int64_t>(0, (p.in_width - col_phase + p.stride_w - 1) / p.stride_w);
+  return {p.out_height, p.out_width, p.in_height, width, rows.taps, cols.taps,
+          1, 1, rows.offset, cols.offset, rows.out_step, cols.out_step};
 }
 
 void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
   const Conv2dParams& p = a.p;
+  const int64_t C = a.channels;
   std::vector<Phase> col_phases(p.stride_w), row_phases(p.stride_h);
   for (int64_t f = 0; f < p.stride_w; ++f)
     col_phases[f] = phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
   for (int64_t f = 0; f < p.stride_h; ++f)
     row_phases[f] = phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / p.in_height, ih = r % p.in_height;
-    const Phase& rows = row_phases[ih % p.stride_h];
+  // [row phase][column phase]
+  std::vector<Correlation> geo(p.stride_h * p.stride_w);
+  std::vector<WidthRange> inner(geo.size());
+  for (int64_t i = 0; i < p.stride_h; ++i)
     for (int64_t f = 0; f < p.stride_w; ++f) {
-      int64_t c0 = 0;
-      for (; c0 + kLanes <= a.channels; c0 += kLanes)
-        dgrad_phase_row_cl<false>(a, rows, col_phases[f], n, ih, f, c0, kLanes);
-      if (c0 < a.channels)
-        dgrad_phase_row_cl<true>(a, rows, col_phases[f], n, ih, f, c0, static_cast<int>(a.channels - c0));
+      geo[i * p.stride_w + f] = phase_correlation(p, row_phases[i], col_phases[f], f);
+      inner[i * p.stride_w + f] = interior(geo[i * p.stride_w + f]);
+    }
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / p.in_height, ih = r % p.in_height, i = ih % p.stride_h;
+    const Phase& rows = row_phases[i];
+    for (int64_t f = 0; f < p.stride_w; ++f) {
+      const Correlation& g = geo[i * p.stride_w + f];
+      if (g.out_w == 0) continue;
+      const Phase& cols = col_phases[f];
+      correlate_row_cl(g, a.x + n * a.xs.n, a.xs.h, a.xs.w,
+                       a.y + n * a.ys.n + ih * a.ys.h + f * a.ys.w, p.stride_w * a.ys.w,
+                       a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C,
+                       rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr, ih / p.stride_h,
+                       C, inner[i * p.stride_w + f]);
     }
   }
 }
