@@ -92,8 +92,10 @@ struct Kernels {
   void (*correlate_flat)(const Args&, int64_t, int64_t);
   void (*wgrad_flat)(const Args&, int64_t, int64_t);
   void (*dgrad_strided_cl)(const Args&, int64_t, int64_t);
+  void (*dgrad_strided_blocked)(const Args&, int64_t, int64_t);
   void (*wgrad_cl)(const Args&, int64_t, int64_t, int64_t, int64_t, double*);
   void (*wgrad_planes)(const Args&, int64_t, int64_t);
+  void (*wgrad_blocked)(const Args&, int64_t, int64_t);
 };
 
 #ifdef CONVPOOL_DEPTHWISE_X86
@@ -324,16 +326,21 @@ bool dgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   if (!k || grad_input.numel() == 0) return false;
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   const Correlation g = dgrad_correlation(p);
-  const Walk walk = choose_walk(p, g, grad_output, grad_input);
-  if (!unit_stride && walk != Walk::channels_last) return false;
+  Walk walk = choose_walk(p, g, grad_output, grad_input);
+  // Strided dgrad is a correlation per phase: along channels, or channel-blocked tiles for NCHW.
+  if (!unit_stride && walk != Walk::channels_last) walk = Walk::blocked;
   const std::vector<float> w = weights_for(walk, p, weight);
   Args a{p, g, p.in_channels, grad_output.const_data_ptr<float>(), strides4(grad_output),
          grad_input.mutable_data_ptr<float>(), strides4(grad_input), nullptr, {}, w.data(),
          nullptr, 0};
-  if (!unit_stride) {
+  if (!unit_stride && walk == Walk::channels_last) {
     at::parallel_for(0, p.batch * p.in_height,
                      row_grain(p.in_width * p.in_channels * p.kernel_h * p.kernel_w),
                      [&](int64_t r0, int64_t r1) { k->dgrad_strided_cl(a, r0, r1); });
+  } else if (!unit_stride) {
+    // NCHW-like (a strided correlation is neither flat nor along planes): channel-blocked tiles
+    const int64_t tasks = p.batch * ((p.in_channels + k->lanes - 1) / k->lanes);
+    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) { k->dgrad_strided_blocked(a, t0, t1); });
   } else {
     run_correlation(k, a, walk);
   }
@@ -355,8 +362,12 @@ bool wgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
       at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_flat(a, c0, c1); });
       return true;
     }
-    if (!(a.gos.w == 1 && a.xs.w == 1 && p.stride_w <= 2)) return false;
-    at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_planes(a, c0, c1); });
+    if (a.gos.w == 1 && a.xs.w == 1 && p.stride_w <= 2 && p.out_width >= 32) {
+      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_planes(a, c0, c1); });
+    } else {
+      at::parallel_for(0, (C + k->lanes - 1) / k->lanes, 1,
+                       [&](int64_t b0, int64_t b1) { k->wgrad_blocked(a, b0, b1); });
+    }
     return true;
   }
   // Rows in a fixed number of blocks (a function of the shape: up to 16, at least ~1024 pixels

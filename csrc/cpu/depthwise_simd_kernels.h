@@ -492,6 +492,81 @@ void wgrad_cl(const Args& a, int64_t r0, int64_t r1, int64_t c_begin, int64_t c_
   }
 }
 
+
+// NCHW dgrad at any stride through channel-blocked tiles: tasks (image, channel block); the block's
+// grad_output planes are packed whole, each input row is the phase correlations of
+// dgrad_strided_cl written into a tile row, then unpacked.
+void dgrad_strided_blocked(const Args& a, int64_t t0, int64_t t1) {
+  const Conv2dParams& p = a.p;
+  const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
+  std::vector<Phase> col_phases(p.stride_w), row_phases(p.stride_h);
+  for (int64_t f = 0; f < p.stride_w; ++f)
+    col_phases[f] = phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+  for (int64_t f = 0; f < p.stride_h; ++f)
+    row_phases[f] = phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  std::vector<Correlation> geo(p.stride_h * p.stride_w);
+  std::vector<WidthRange> inner(geo.size());
+  for (int64_t i = 0; i < p.stride_h; ++i)
+    for (int64_t f = 0; f < p.stride_w; ++f) {
+      geo[i * p.stride_w + f] = phase_correlation(p, row_phases[i], col_phases[f], f);
+      inner[i * p.stride_w + f] = interior(geo[i * p.stride_w + f]);
+    }
+  std::vector<float> go_tile(p.out_height * p.out_width * kLanes), in_row(p.in_width * kLanes);
+  const int64_t tile_h = p.out_width * kLanes;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t cb = t % blocks, n = t / blocks, c0 = cb * kLanes;
+    const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
+    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.out_width, 0, p.out_height, rem, go_tile.data());
+    for (int64_t ih = 0; ih < p.in_height; ++ih) {
+      const int64_t i = ih % p.stride_h;
+      const Phase& rows = row_phases[i];
+      for (int64_t f = 0; f < p.stride_w; ++f) {
+        const Correlation& g = geo[i * p.stride_w + f];
+        if (g.out_w == 0) continue;
+        const Phase& cols = col_phases[f];
+        correlate_row_cl(g, go_tile.data(), tile_h, kLanes, in_row.data() + f * kLanes,
+                         p.stride_w * kLanes, a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C + c0,
+                         rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr, ih / p.stride_h,
+                         rem, inner[i * p.stride_w + f]);
+      }
+      unpack_row(in_row.data(), p.in_width, rem, a.y + n * a.ys.n + c0 * a.ys.c + ih * a.ys.h, a.ys);
+    }
+  }
+}
+
+// NCHW grad_weight through channel-blocked tiles: channel blocks [b0, b1), each over the whole
+// batch (images in order): the image's input and grad_output planes are packed and summed as
+// channels_last rows into [taps][lanes] (double).
+void wgrad_blocked(const Args& a, int64_t b0, int64_t b1) {
+  const Conv2dParams& p = a.p;
+  const int64_t C = a.channels, taps = p.kernel_h * p.kernel_w;
+  std::vector<float> x_tile(p.in_height * p.in_width * kLanes);
+  std::vector<float> go_tile(p.out_height * p.out_width * kLanes);
+  std::vector<double> part(taps * kLanes);
+  Args tile = a;
+  tile.p.batch = 1;
+  tile.channels = kLanes;
+  tile.x = x_tile.data();
+  tile.xs = {0, 1, p.in_width * kLanes, kLanes};
+  tile.go = go_tile.data();
+  tile.gos = {0, 1, p.out_width * kLanes, kLanes};
+  for (int64_t cb = b0; cb < b1; ++cb) {
+    const int64_t c0 = cb * kLanes;
+    const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
+    std::fill(part.begin(), part.end(), 0.0);
+    for (int64_t n = 0; n < p.batch; ++n) {
+      pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.in_width, 0, p.in_height, rem, x_tile.data());
+      pack_rows(a.go + n * a.gos.n + c0 * a.gos.c, a.gos, p.out_width, 0, p.out_height, rem,
+                go_tile.data());
+      wgrad_cl(tile, 0, p.out_height, 0, rem, part.data());
+    }
+    for (int l = 0; l < rem; ++l)
+      for (int64_t t = 0; t < taps; ++t)
+        a.y[(c0 + l) * a.ys.n + (t / p.kernel_w) * a.ys.h + (t % p.kernel_w) * a.ys.w] =
+            static_cast<float>(part[t * kLanes + l]);
+  }
+}
+
 // (n, c) planes with unit-stride rows: channels [c0, c1), each summed over the whole batch.
 void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
   const Conv2dParams& p = a.p;
@@ -540,4 +615,5 @@ void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
 }
 
 const Kernels kKernels = {kLanes, &correlate_cl,     &correlate_planes, &correlate_blocked, &correlate_flat,
-                          &wgrad_flat,       &dgrad_strided_cl, &wgrad_cl,          &wgrad_planes};
+                          &wgrad_flat,       &dgrad_strided_cl, &dgrad_strided_blocked,
+                          &wgrad_cl,         &wgrad_planes,     &wgrad_blocked};
