@@ -402,35 +402,47 @@ inline Correlation phase_correlation(const Conv2dParams& p, const Phase& rows, c
           1, 1, rows.offset, cols.offset, rows.out_step, cols.out_step};
 }
 
-void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
-  const Conv2dParams& p = a.p;
-  const int64_t C = a.channels;
-  std::vector<Phase> col_phases(p.stride_w), row_phases(p.stride_h);
-  for (int64_t f = 0; f < p.stride_w; ++f)
-    col_phases[f] = phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-  for (int64_t f = 0; f < p.stride_h; ++f)
-    row_phases[f] = phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-  // [row phase][column phase]
-  std::vector<Correlation> geo(p.stride_h * p.stride_w);
-  std::vector<WidthRange> inner(geo.size());
-  for (int64_t i = 0; i < p.stride_h; ++i)
-    for (int64_t f = 0; f < p.stride_w; ++f) {
-      geo[i * p.stride_w + f] = phase_correlation(p, row_phases[i], col_phases[f], f);
-      inner[i * p.stride_w + f] = interior(geo[i * p.stride_w + f]);
-    }
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / p.in_height, ih = r % p.in_height, i = ih % p.stride_h;
-    const Phase& rows = row_phases[i];
+// The phases of a strided dgrad, worked out once per call.
+struct StridedDgrad {
+  const Conv2dParams& p;
+  std::vector<Phase> rows, cols;    // [row phase], [column phase]
+  std::vector<Correlation> geo;     // [row phase][column phase]
+  std::vector<WidthRange> inner;
+
+  explicit StridedDgrad(const Conv2dParams& params) : p(params) {
+    for (int64_t f = 0; f < p.stride_h; ++f)
+      rows.push_back(phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h));
+    for (int64_t f = 0; f < p.stride_w; ++f)
+      cols.push_back(phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w));
+    for (int64_t i = 0; i < p.stride_h; ++i)
+      for (int64_t f = 0; f < p.stride_w; ++f) {
+        geo.push_back(phase_correlation(p, rows[i], cols[f], f));
+        inner.push_back(interior(geo.back()));
+      }
+  }
+
+  // Input row ih of one image, `channels` channels: go_img / gos_h / gos_w read grad_output, the
+  // row is written at y_row with pixel stride ys_w; tap (kh, kw)'s weights at w + (kh * kW + kw) * w_c.
+  void row(const float* go_img, int64_t gos_h, int64_t gos_w, float* y_row, int64_t ys_w,
+           const float* w, int64_t w_c, int64_t ih, int64_t channels) const {
+    const int64_t i = ih % p.stride_h;
     for (int64_t f = 0; f < p.stride_w; ++f) {
       const Correlation& g = geo[i * p.stride_w + f];
       if (g.out_w == 0) continue;
-      const Phase& cols = col_phases[f];
-      correlate_row_cl(g, a.x + n * a.xs.n, a.xs.h, a.xs.w,
-                       a.y + n * a.ys.n + ih * a.ys.h + f * a.ys.w, p.stride_w * a.ys.w,
-                       a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C,
-                       rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr, ih / p.stride_h,
-                       C, inner[i * p.stride_w + f]);
+      correlate_row_cl(g, go_img, gos_h, gos_w, y_row + f * ys_w, p.stride_w * ys_w,
+                       w + (rows[i].first_tap * p.kernel_w + cols[f].first_tap) * w_c,
+                       rows[i].tap_step * p.kernel_w * w_c, cols[f].tap_step * w_c, nullptr,
+                       ih / p.stride_h, channels, inner[i * p.stride_w + f]);
     }
+  }
+};
+
+void dgrad_strided_cl(const Args& a, int64_t r0, int64_t r1) {
+  const StridedDgrad plan(a.p);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / a.p.in_height, ih = r % a.p.in_height;
+    plan.row(a.x + n * a.xs.n, a.xs.h, a.xs.w, a.y + n * a.ys.n + ih * a.ys.h, a.ys.w, a.w,
+             a.channels, ih, a.channels);
   }
 }
 
@@ -499,36 +511,15 @@ void wgrad_cl(const Args& a, int64_t r0, int64_t r1, int64_t c_begin, int64_t c_
 void dgrad_strided_blocked(const Args& a, int64_t t0, int64_t t1) {
   const Conv2dParams& p = a.p;
   const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
-  std::vector<Phase> col_phases(p.stride_w), row_phases(p.stride_h);
-  for (int64_t f = 0; f < p.stride_w; ++f)
-    col_phases[f] = phase_of(f, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-  for (int64_t f = 0; f < p.stride_h; ++f)
-    row_phases[f] = phase_of(f, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-  std::vector<Correlation> geo(p.stride_h * p.stride_w);
-  std::vector<WidthRange> inner(geo.size());
-  for (int64_t i = 0; i < p.stride_h; ++i)
-    for (int64_t f = 0; f < p.stride_w; ++f) {
-      geo[i * p.stride_w + f] = phase_correlation(p, row_phases[i], col_phases[f], f);
-      inner[i * p.stride_w + f] = interior(geo[i * p.stride_w + f]);
-    }
+  const StridedDgrad plan(p);
   std::vector<float> go_tile(p.out_height * p.out_width * kLanes), in_row(p.in_width * kLanes);
-  const int64_t tile_h = p.out_width * kLanes;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t cb = t % blocks, n = t / blocks, c0 = cb * kLanes;
     const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
     pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.out_width, 0, p.out_height, rem, go_tile.data());
     for (int64_t ih = 0; ih < p.in_height; ++ih) {
-      const int64_t i = ih % p.stride_h;
-      const Phase& rows = row_phases[i];
-      for (int64_t f = 0; f < p.stride_w; ++f) {
-        const Correlation& g = geo[i * p.stride_w + f];
-        if (g.out_w == 0) continue;
-        const Phase& cols = col_phases[f];
-        correlate_row_cl(g, go_tile.data(), tile_h, kLanes, in_row.data() + f * kLanes,
-                         p.stride_w * kLanes, a.w + (rows.first_tap * p.kernel_w + cols.first_tap) * C + c0,
-                         rows.tap_step * p.kernel_w * C, cols.tap_step * C, nullptr, ih / p.stride_h,
-                         rem, inner[i * p.stride_w + f]);
-      }
+      plan.row(go_tile.data(), p.out_width * kLanes, kLanes, in_row.data(), kLanes, a.w + c0, C, ih,
+               rem);
       unpack_row(in_row.data(), p.in_width, rem, a.y + n * a.ys.n + c0 * a.ys.c + ih * a.ys.h, a.ys);
     }
   }
