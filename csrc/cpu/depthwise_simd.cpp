@@ -132,23 +132,38 @@ inline V load_stride2_n(const float* p, int n) {
   const V hi = count > kLanes ? load_n(p + kLanes, count - kLanes) : zero();
   return deinterleave_even(lo, hi);
 }
+
+// One round of the 16 x 16 transpose below (index vectors are compile-time constants, so the 16
+// rows stay in registers).
+template <int b>
+inline void transpose_round(V r[kLanes]) {
+  // lane m of the top row takes the bottom row's lane m - b where bit b of m is set, and vice versa
+  const __m512i lo_idx = _mm512_setr_epi32(
+      (0 & b) ? 16 + 0 - b : 0, (1 & b) ? 16 + 1 - b : 1, (2 & b) ? 16 + 2 - b : 2, (3 & b) ? 16 + 3 - b : 3,
+      (4 & b) ? 16 + 4 - b : 4, (5 & b) ? 16 + 5 - b : 5, (6 & b) ? 16 + 6 - b : 6, (7 & b) ? 16 + 7 - b : 7,
+      (8 & b) ? 16 + 8 - b : 8, (9 & b) ? 16 + 9 - b : 9, (10 & b) ? 16 + 10 - b : 10, (11 & b) ? 16 + 11 - b : 11,
+      (12 & b) ? 16 + 12 - b : 12, (13 & b) ? 16 + 13 - b : 13, (14 & b) ? 16 + 14 - b : 14, (15 & b) ? 16 + 15 - b : 15);
+  const __m512i hi_idx = _mm512_setr_epi32(
+      (0 & b) ? 16 + 0 : 0 + b, (1 & b) ? 16 + 1 : 1 + b, (2 & b) ? 16 + 2 : 2 + b, (3 & b) ? 16 + 3 : 3 + b,
+      (4 & b) ? 16 + 4 : 4 + b, (5 & b) ? 16 + 5 : 5 + b, (6 & b) ? 16 + 6 : 6 + b, (7 & b) ? 16 + 7 : 7 + b,
+      (8 & b) ? 16 + 8 : 8 + b, (9 & b) ? 16 + 9 : 9 + b, (10 & b) ? 16 + 10 : 10 + b, (11 & b) ? 16 + 11 : 11 + b,
+      (12 & b) ? 16 + 12 : 12 + b, (13 & b) ? 16 + 13 : 13 + b, (14 & b) ? 16 + 14 : 14 + b, (15 & b) ? 16 + 15 : 15 + b);
+#pragma GCC unroll 16
+  for (int i = 0; i < kLanes; ++i) {
+    if (i & b) continue;
+    const V top = r[i], bottom = r[i + b];
+    r[i] = _mm512_permutex2var_ps(top, lo_idx, bottom);
+    r[i + b] = _mm512_permutex2var_ps(top, hi_idx, bottom);
+  }
+}
+
 // r[i][j] <- r[j][i]: one round per bit b of the index swaps bit b of the row with bit b of the
 // column (the off-diagonal b x b blocks of every 2b x 2b block).
 inline void transpose(V r[kLanes]) {
-  for (int b = 8; b >= 1; b /= 2) {
-    alignas(64) int low[kLanes], high[kLanes];
-    for (int m = 0; m < kLanes; ++m) {
-      low[m] = (m & b) ? kLanes + m - b : m;
-      high[m] = (m & b) ? kLanes + m : m + b;
-    }
-    const __m512i lo_idx = _mm512_load_si512(low), hi_idx = _mm512_load_si512(high);
-    for (int i = 0; i < kLanes; ++i) {
-      if (i & b) continue;
-      const V top = r[i], bottom = r[i + b];
-      r[i] = _mm512_permutex2var_ps(top, lo_idx, bottom);
-      r[i + b] = _mm512_permutex2var_ps(top, hi_idx, bottom);
-    }
-  }
+  transpose_round<8>(r);
+  transpose_round<4>(r);
+  transpose_round<2>(r);
+  transpose_round<1>(r);
 }
 #include "depthwise_simd_kernels.h"
 }  // namespace avx512
