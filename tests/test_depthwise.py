@@ -4,9 +4,9 @@ grad_input and grad_weight, against torch in float64 and float32, in every layou
 
 - channels_last: vectors along channels (16 and 8 lanes: 16, 32 full, 17 and 40 with a partial one)
 - NCHW small planes at stride 1 with "same" rows: the plane flattened (width <= 24)
-- NCHW wide rows (output width >= 32): vectors along the width, stride 1 and 2
+- NCHW wide rows at stride 1 (output width >= 64): vectors along the width
 - NCHW otherwise: channel-blocked tiles (16 planes interleaved, banded rows)
-- strided channels_last grad_input: a per-pixel gather; strided NCHW grad_input: portable kernel
+- strided grad_input: one stride-1 correlation per phase (channels_last, or in blocked tiles)
 - any other dtype: the portable kernels.
 The same tests run again with CONVPOOL_CPU_ISA=avx2 and =generic (test_cpu_isa.py)."""
 import pytest
@@ -23,10 +23,10 @@ CASES = [
     (1, 40, 14, 14, (3, 3), 1, 1, 1),     # flat, several vectors per plane
     (2, 32, 6, 20, (5, 5), 1, 2, 1),      # flat, 5x5
     (2, 16, 12, 21, (3, 3), 1, 2, 2),     # flat, dilated
-    (2, 16, 5, 40, (3, 3), 1, 1, 1),      # planes, stride 1
-    (2, 17, 6, 70, (3, 3), 2, 1, 1),      # planes, stride 2 (grad_input: portable)
-    (1, 16, 4, 37, (1, 5), (1, 2), (0, 2), 1),  # planes, stride 2, rectangular kernel
-    (2, 16, 8, 40, (3, 3), 1, 0, 2),      # planes, no padding, dilated
+    (2, 16, 5, 70, (3, 3), 1, 1, 1),      # planes
+    (2, 17, 6, 70, (3, 3), 2, 1, 1),      # blocked at stride 2 (grad_input: phases in tiles)
+    (1, 16, 4, 37, (1, 5), (1, 2), (0, 2), 1),  # blocked, stride (1, 2), rectangular kernel
+    (2, 16, 8, 72, (3, 3), 1, 0, 2),      # planes, no padding, dilated
     (2, 17, 9, 13, (3, 3), 1, 0, 1),      # blocked (rows of different widths)
     (2, 40, 11, 9, (3, 3), 2, 1, 1),      # blocked, stride 2
     (1, 16, 10, 12, (3, 5), (3, 1), (1, 2), (1, 2)),  # blocked, stride 3 rows

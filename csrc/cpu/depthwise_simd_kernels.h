@@ -211,7 +211,7 @@ void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
   }
 }
 
-// ---- correlation over unit-stride rows of (n, c) planes: fprop, and stride-1 dgrad -------------
+// ---- correlation over unit-stride rows of (n, c) planes at stride 1: fprop and dgrad -------------
 
 // Output columns [ow, ow + rem) of one row; every one of them has all its taps inside the input.
 template <bool kPartial, int P>
@@ -227,11 +227,7 @@ inline void correlate_span_planes(const Args& a, const float* xplane, const floa
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       const V wv = set1(wc[kh * g.kernel_w + kw]);
       const float* xp = xr + kw * g.step_w;
-      for (int i = 0; i < P; ++i) {
-        const float* src = xp + i * kLanes * g.stride_w;
-        const V xv = g.stride_w == 1 ? ld<kPartial>(src, rem) : ld_stride2<kPartial>(src, rem);
-        acc[i] = fmadd(wv, xv, acc[i]);
-      }
+      for (int i = 0; i < P; ++i) acc[i] = fmadd(wv, ld<kPartial>(xp + i * kLanes, rem), acc[i]);
     }
   }
   for (int i = 0; i < P; ++i) st<kPartial>(yrow + ow + i * kLanes, acc[i], rem);
