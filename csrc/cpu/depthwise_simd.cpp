@@ -118,20 +118,6 @@ inline float hsum(V v) { return _mm512_reduce_add_ps(v); }
 inline V load_bits(const float* p, uint32_t bits) {
   return _mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p);
 }
-// Even elements of 2 * kLanes - 1 (or 2 * n - 1) consecutive floats.
-inline V deinterleave_even(V lo, V hi) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  return _mm512_permutex2var_ps(lo, even, hi);
-}
-inline V load_stride2(const float* p) {
-  return deinterleave_even(_mm512_loadu_ps(p), _mm512_maskz_loadu_ps(lanes_mask(kLanes - 1), p + kLanes));
-}
-inline V load_stride2_n(const float* p, int n) {
-  const int count = 2 * n - 1;
-  const V lo = load_n(p, std::min(count, kLanes));
-  const V hi = count > kLanes ? load_n(p + kLanes, count - kLanes) : zero();
-  return deinterleave_even(lo, hi);
-}
 
 // One round of the 16 x 16 transpose below (index vectors are compile-time constants, so the 16
 // rows stay in registers).
@@ -194,20 +180,6 @@ inline float hsum(V v) {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-inline V deinterleave_even(V lo, V hi) {
-  // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
-  const V mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-inline V load_stride2(const float* p) {
-  return deinterleave_even(_mm256_loadu_ps(p), load_n(p + kLanes, kLanes - 1));
-}
-inline V load_stride2_n(const float* p, int n) {
-  const int count = 2 * n - 1;
-  const V lo = load_n(p, std::min(count, kLanes));
-  const V hi = count > kLanes ? load_n(p + kLanes, count - kLanes) : zero();
-  return deinterleave_even(lo, hi);
 }
 // r[i][j] <- r[j][i], as the AVX-512 version: rounds b = 4 (128-bit halves), 2 (pairs), 1.
 inline void transpose(V r[kLanes]) {
@@ -341,25 +313,28 @@ bool dgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
                 at::Tensor& grad_input) {
   const Kernels* k = kernels_for(p, grad_output);
   if (!k || grad_input.numel() == 0) return false;
-  const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   const Correlation g = dgrad_correlation(p);
-  Walk walk = choose_walk(p, g, grad_output, grad_input);
-  // Strided dgrad is a correlation per phase: along channels, or channel-blocked tiles for NCHW.
-  if (!unit_stride && walk != Walk::channels_last) walk = Walk::blocked;
-  const std::vector<float> w = weights_for(walk, p, weight);
+  const Walk walk = choose_walk(p, g, grad_output, grad_input);
   Args a{p, g, p.in_channels, grad_output.const_data_ptr<float>(), strides4(grad_output),
-         grad_input.mutable_data_ptr<float>(), strides4(grad_input), nullptr, {}, w.data(),
+         grad_input.mutable_data_ptr<float>(), strides4(grad_input), nullptr, {}, nullptr,
          nullptr, 0};
-  if (!unit_stride && walk == Walk::channels_last) {
+  if (p.stride_h == 1 && p.stride_w == 1) {
+    const std::vector<float> w = weights_for(walk, p, weight);
+    a.w = w.data();
+    run_correlation(k, a, walk);
+    return true;
+  }
+  // Strided: a stride-1 correlation per phase (`g` above only chose the layout), along channels
+  // for channels_last, in channel-blocked tiles for any other layout.
+  const std::vector<float> w = tap_major_weights<float>(p, weight);
+  a.w = w.data();
+  if (walk == Walk::channels_last) {
     at::parallel_for(0, p.batch * p.in_height,
                      row_grain(p.in_width * p.in_channels * p.kernel_h * p.kernel_w),
                      [&](int64_t r0, int64_t r1) { k->dgrad_strided_cl(a, r0, r1); });
-  } else if (!unit_stride) {
-    // NCHW-like (a strided correlation is neither flat nor along planes): channel-blocked tiles
+  } else {
     const int64_t tasks = p.batch * ((p.in_channels + k->lanes - 1) / k->lanes);
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) { k->dgrad_strided_blocked(a, t0, t1); });
-  } else {
-    run_correlation(k, a, walk);
   }
   return true;
 }
@@ -368,24 +343,25 @@ bool wgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
                 at::Tensor& grad_weight) {
   const Kernels* k = kernels_for(p, input);
   if (!k || grad_weight.numel() == 0) return false;
-  const bool cl = channels_innermost(p, grad_output, input);
   const Correlation g = fprop_correlation(p);
   const int64_t C = p.in_channels, taps = p.kernel_h * p.kernel_w;
   Args a{p, g, C, input.const_data_ptr<float>(), strides4(input),
          grad_weight.mutable_data_ptr<float>(), strides4(grad_weight),
          grad_output.const_data_ptr<float>(), strides4(grad_output), nullptr, nullptr, 0};
-  if (!cl) {
-    if (flat_fits(g, a.xs, a.gos)) {
+  // The forward's walk over (input, grad_output); NCHW walks give each task whole channels.
+  switch (choose_walk(p, g, input, grad_output)) {
+    case Walk::flat:
       at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_flat(a, c0, c1); });
       return true;
-    }
-    if (a.gos.w == 1 && a.xs.w == 1 && p.stride_w <= 2 && p.out_width >= 32) {
+    case Walk::planes:
       at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_planes(a, c0, c1); });
-    } else {
+      return true;
+    case Walk::blocked:
       at::parallel_for(0, (C + k->lanes - 1) / k->lanes, 1,
                        [&](int64_t b0, int64_t b1) { k->wgrad_blocked(a, b0, b1); });
-    }
-    return true;
+      return true;
+    case Walk::channels_last:
+      break;
   }
   // Rows in a fixed number of blocks (a function of the shape: up to 16, at least ~1024 pixels
   // each, at most 32 MiB of double partial sums), each summed into its own [taps][C] block, then

@@ -17,13 +17,6 @@ inline void st(float* p, V v, int rem) {
   else store(p, v);
 }
 
-// Lanes p[0], p[2], ..., p[2 * (n - 1)], reading nothing past p[2 * (n - 1)].
-template <bool kPartial>
-inline V ld_stride2(const float* p, int rem) {
-  if constexpr (kPartial) return load_stride2_n(p, rem);
-  else return load_stride2(p);
-}
-
 // Adds the lanes of v (rem of them) to dst[0..rem) in double.
 inline void add_to_double(double* dst, V v, int rem) {
   alignas(64) float lane[kLanes];
@@ -59,22 +52,30 @@ inline void correlate_pixels_cl(const Correlation& g, const float* x_img, int64_
   for (int i = 0; i < P; ++i) st<kPartial>(y_row + (ow + i) * ys_w, acc[i], rem);
 }
 
+// Calls f(kh, kw, ih, iw) for each tap of output pixel (row0's row, column ow) that lands inside
+// the input: the border pixels' path.
+template <typename F>
+inline void for_each_tap_inside(const Correlation& g, int64_t row0, int64_t ow, F&& f) {
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t ih = row0 + kh * g.step_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
+      if (iw >= 0 && iw < g.in_w) f(kh, kw, ih, iw);
+    }
+  }
+}
+
 // One border pixel: every tap checked.
 template <bool kPartial>
 inline void correlate_pixel_checked_cl(const Correlation& g, const float* x_img, int64_t xs_h,
                                        int64_t xs_w, float* y_px, const float* wbase, int64_t w_kh,
                                        int64_t w_kw, V bias, int64_t row0, int64_t ow, int rem) {
   V acc = bias;
-  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-    const int64_t ih = row0 + kh * g.step_h;
-    if (ih < 0 || ih >= g.in_h) continue;
-    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-      const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
-      if (iw < 0 || iw >= g.in_w) continue;
-      acc = fmadd(ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem),
-                  ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
-    }
-  }
+  for_each_tap_inside(g, row0, ow, [&](int64_t kh, int64_t kw, int64_t ih, int64_t iw) {
+    acc = fmadd(ld<kPartial>(wbase + kh * w_kh + kw * w_kw, rem),
+                ld<kPartial>(x_img + ih * xs_h + iw * xs_w, rem), acc);
+  });
   st<kPartial>(y_px, acc, rem);
 }
 
@@ -247,15 +248,9 @@ void correlate_planes(const Args& a, int64_t r0, int64_t r1) {
     const int64_t row0 = oh * g.stride_h + g.off_h;
     const auto pixel = [&](int64_t ow) {
       float acc = bias;
-      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-        const int64_t ih = row0 + kh * g.step_h;
-        if (ih < 0 || ih >= g.in_h) continue;
-        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          const int64_t iw = ow * g.stride_w + g.off_w + kw * g.step_w;
-          if (iw < 0 || iw >= g.in_w) continue;
-          acc = std::fma(wc[kh * g.kernel_w + kw], xplane[ih * a.xs.h + iw], acc);
-        }
-      }
+      for_each_tap_inside(g, row0, ow, [&](int64_t kh, int64_t kw, int64_t ih, int64_t iw) {
+        acc = std::fma(wc[kh * g.kernel_w + kw], xplane[ih * a.xs.h + iw], acc);
+      });
       yrow[ow] = acc;
     };
     int64_t ow = 0;
@@ -554,7 +549,7 @@ void wgrad_blocked(const Args& a, int64_t b0, int64_t b1) {
   }
 }
 
-// (n, c) planes with unit-stride rows: channels [c0, c1), each summed over the whole batch.
+// (n, c) planes with unit-stride rows at stride 1: channels [c0, c1), each summed over the batch.
 void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
   const Conv2dParams& p = a.p;
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -573,20 +568,14 @@ void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
             const float* src = x_row + cols.offset;
             V acc[4] = {zero(), zero(), zero(), zero()};
             int64_t ow = cols.begin;
-            const auto x_at = [&](int64_t o, int rem) {
-              const float* s = src + o * p.stride_w;
-              if (p.stride_w == 1) return rem == kLanes ? ld<false>(s, rem) : ld<true>(s, rem);
-              return rem == kLanes ? ld_stride2<false>(s, rem) : ld_stride2<true>(s, rem);
-            };
             for (; ow + 4 * kLanes <= cols.end; ow += 4 * kLanes)
               for (int i = 0; i < 4; ++i)
-                acc[i] = fmadd(ld<false>(g_row + ow + i * kLanes, kLanes),
-                               x_at(ow + i * kLanes, kLanes), acc[i]);
+                acc[i] = fmadd(load(g_row + ow + i * kLanes), load(src + ow + i * kLanes), acc[i]);
             for (; ow + kLanes <= cols.end; ow += kLanes)
-              acc[0] = fmadd(ld<false>(g_row + ow, kLanes), x_at(ow, kLanes), acc[0]);
+              acc[0] = fmadd(load(g_row + ow), load(src + ow), acc[0]);
             if (ow < cols.end) {
               const int rem = static_cast<int>(cols.end - ow);
-              acc[1] = fmadd(ld<true>(g_row + ow, rem), x_at(ow, rem), acc[1]);
+              acc[1] = fmadd(load_n(g_row + ow, rem), load_n(src + ow, rem), acc[1]);
             }
             const float row_sum = hsum(add(add(acc[0], acc[1]), add(acc[2], acc[3])));
             total[kh * p.kernel_w + kw] += static_cast<double>(row_sum);
