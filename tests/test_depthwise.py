@@ -91,7 +91,8 @@ def test_other_dtypes_match_torch(dtype, layout):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_mobilenet_layers_at_batch_size(layout):
-    # MobileNetV2's depthwise shapes (scaled down in space), where every walk is taken for real.
+    # MobileNetV2's depthwise shapes (scaled down in space): the flat, channel-blocked, strided and
+    # channels_last walks at real channel counts.
     for c, hw, stride in [(32, 40, 1), (96, 40, 2), (144, 28, 1), (144, 28, 2), (384, 14, 1),
                           (576, 14, 2), (960, 7, 1)]:
         x = make_tensor((2, c, hw, hw), torch.float32, layout, seed=c)

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <type_traits>
 #include <vector>
@@ -83,6 +84,9 @@ struct Args {
   const float* bias;
   int64_t band_rows;  // output rows per task of the channel-blocked NCHW kernel
 };
+
+// A tile's floats, left uninitialized (the kernels write before they read).
+std::unique_ptr<float[]> tile_buffer(int64_t floats) { return std::unique_ptr<float[]>(new float[floats]); }
 
 struct Kernels {
   int64_t lanes;  // floats per vector

@@ -195,19 +195,21 @@ void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
   const WidthRange inner = interior(g);
   const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
   const int64_t bands = (g.out_h + a.band_rows - 1) / a.band_rows;
-  std::vector<float> in_tile(g.in_h * g.in_w * kLanes), out_row(g.out_w * kLanes);
+  // Not zero-filled: pack_rows writes every lane of the rows a band reads, and only those are read.
+  const auto in_tile = tile_buffer(g.in_h * g.in_w * kLanes);
+  const auto out_row = tile_buffer(g.out_w * kLanes);
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t band = t % bands, cb = (t / bands) % blocks, n = t / (bands * blocks);
     const int64_t c0 = cb * kLanes, o0 = band * a.band_rows;
     const int64_t o1 = std::min(g.out_h, o0 + a.band_rows);
     const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
     const WidthRange rows = rows_read(g, o0, o1);
-    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.lo, rows.hi, rem, in_tile.data());
+    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.lo, rows.hi, rem, in_tile.get());
     const float* bias = a.bias ? a.bias + c0 : nullptr;
     for (int64_t oh = o0; oh < o1; ++oh) {
-      correlate_row_cl(g, in_tile.data(), g.in_w * kLanes, kLanes, out_row.data(), kLanes, a.w + c0,
+      correlate_row_cl(g, in_tile.get(), g.in_w * kLanes, kLanes, out_row.get(), kLanes, a.w + c0,
                        g.kernel_w * C, C, bias, oh, rem, inner);
-      unpack_row(out_row.data(), g.out_w, rem, a.y + n * a.ys.n + c0 * a.ys.c + oh * a.ys.h, a.ys);
+      unpack_row(out_row.get(), g.out_w, rem, a.y + n * a.ys.n + c0 * a.ys.c + oh * a.ys.h, a.ys);
     }
   }
 }
@@ -503,15 +505,16 @@ void dgrad_strided_blocked(const Args& a, int64_t t0, int64_t t1) {
   const Conv2dParams& p = a.p;
   const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
   const StridedDgrad plan(p);
-  std::vector<float> go_tile(p.out_height * p.out_width * kLanes), in_row(p.in_width * kLanes);
+  const auto go_tile = tile_buffer(p.out_height * p.out_width * kLanes);
+  const auto in_row = tile_buffer(p.in_width * kLanes);
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t cb = t % blocks, n = t / blocks, c0 = cb * kLanes;
     const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
-    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.out_width, 0, p.out_height, rem, go_tile.data());
+    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.out_width, 0, p.out_height, rem, go_tile.get());
     for (int64_t ih = 0; ih < p.in_height; ++ih) {
-      plan.row(go_tile.data(), p.out_width * kLanes, kLanes, in_row.data(), kLanes, a.w + c0, C, ih,
+      plan.row(go_tile.get(), p.out_width * kLanes, kLanes, in_row.get(), kLanes, a.w + c0, C, ih,
                rem);
-      unpack_row(in_row.data(), p.in_width, rem, a.y + n * a.ys.n + c0 * a.ys.c + ih * a.ys.h, a.ys);
+      unpack_row(in_row.get(), p.in_width, rem, a.y + n * a.ys.n + c0 * a.ys.c + ih * a.ys.h, a.ys);
     }
   }
 }
@@ -522,24 +525,24 @@ void dgrad_strided_blocked(const Args& a, int64_t t0, int64_t t1) {
 void wgrad_blocked(const Args& a, int64_t b0, int64_t b1) {
   const Conv2dParams& p = a.p;
   const int64_t C = a.channels, taps = p.kernel_h * p.kernel_w;
-  std::vector<float> x_tile(p.in_height * p.in_width * kLanes);
-  std::vector<float> go_tile(p.out_height * p.out_width * kLanes);
+  const auto x_tile = tile_buffer(p.in_height * p.in_width * kLanes);
+  const auto go_tile = tile_buffer(p.out_height * p.out_width * kLanes);
   std::vector<double> part(taps * kLanes);
   Args tile = a;
   tile.p.batch = 1;
   tile.channels = kLanes;
-  tile.x = x_tile.data();
+  tile.x = x_tile.get();
   tile.xs = {0, 1, p.in_width * kLanes, kLanes};
-  tile.go = go_tile.data();
+  tile.go = go_tile.get();
   tile.gos = {0, 1, p.out_width * kLanes, kLanes};
   for (int64_t cb = b0; cb < b1; ++cb) {
     const int64_t c0 = cb * kLanes;
     const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
     std::fill(part.begin(), part.end(), 0.0);
     for (int64_t n = 0; n < p.batch; ++n) {
-      pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.in_width, 0, p.in_height, rem, x_tile.data());
+      pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, p.in_width, 0, p.in_height, rem, x_tile.get());
       pack_rows(a.go + n * a.gos.n + c0 * a.gos.c, a.gos, p.out_width, 0, p.out_height, rem,
-                go_tile.data());
+                go_tile.get());
       wgrad_cl(tile, 0, p.out_height, 0, rem, part.data());
     }
     for (int l = 0; l < rem; ++l)

@@ -157,7 +157,8 @@ inline int64_t first_index(const Pool2dParams& p, int64_t oh, int64_t ow) {
 #if defined(__x86_64__)
 // AVX-512F kernels for float: 16 lanes, outputs kept in registers across all taps of a window
 // (up to 4 vectors of output columns, or 8 of a pixel's channels, at a time, so as many
-// independent compare/blend chains are in flight) and stored once. Indices in int32 lanes (the caller ensures a plane has fewer than 2^31 elements).
+// independent compare/blend chains are in flight) and stored once. Indices in int32 lanes (the
+// caller ensures a plane has fewer than 2^31 elements).
 #define CONVPOOL_AVX512 __attribute__((target("avx512f")))
 namespace avx512 {
 
