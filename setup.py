@@ -1,24 +1,30 @@
-"""Builds convpool._C: the CPU kernels always, the CUDA kernels when a CUDA toolkit is found.
+"""Builds convpool._C: the CPU kernels always, the CUDA kernels when a usable CUDA toolkit is found
+(tools/cuda_toolkit.py decides, and the build prints its decision in one line).
 
-Environment:
-  CONVPOOL_FORCE_CUDA=1  build the CUDA sources even if the heuristics say no
-  CONVPOOL_NO_CUDA=1     never build them
+Environment (all optional; README's two commands set none of them):
+  CONVPOOL_FORCE_CUDA=1  no usable toolkit is a build error instead of a CPU-only build
+  CONVPOOL_NO_CUDA=1     never build the CUDA kernels (no probe)
   CONVPOOL_BUILD_EMU=1   also build the CUDA emulator (runs the CUDA kernels on CPU tensors; tests)
   CONVPOOL_DEBUG=1       -O0 -g
   CONVPOOL_SANITIZE=1    AddressSanitizer + UndefinedBehaviorSanitizer on the C++ (CPU and emulator)
                          code; run with the sanitizer runtimes preloaded (see .ci/sanitize)
+  CUDA_HOME / CUDA_PATH  the toolkit to use (else nvcc on PATH, else /usr/local/cuda)
   TORCH_CUDA_ARCH_LIST   GPU architectures (defaults below when unset and no GPU is visible)
 """
 import glob
 import json
 import os
 import re
+import sys
 
 import torch
 from setuptools import find_packages, setup
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cuda_toolkit  # noqa: E402  (tools/cuda_toolkit.py: the CUDA decision)
+
 # Architectures to compile for when none is given and no GPU can be asked (torch's BuildExtension
 # fails then): Volta (Turing from CUDA 13, which dropped Volta) to Hopper, plus PTX for newer GPUs.
 DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
@@ -50,13 +56,20 @@ def string_macro(name, value):
     return f"-D{name}={json.dumps(value, ensure_ascii=True)}"
 
 
-def want_cuda(cuda_sources):
-    if flag("CONVPOOL_NO_CUDA") or not cuda_sources:
-        return False
-    if flag("CONVPOOL_FORCE_CUDA"):
-        return True
-    # torch.version.cuda, not torch.cuda.is_available(): build hosts often have no GPU.
-    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+def cuda_decision(cuda_sources):
+    """tools/cuda_toolkit.py's decision, printed as one line of build output; the toolkit it
+    chose replaces torch's own guess (which takes /usr/local for a wrapper /usr/local/bin/nvcc)."""
+    if not cuda_sources:
+        if flag("CONVPOOL_FORCE_CUDA"):
+            raise cuda_toolkit.ToolkitError("CONVPOOL_FORCE_CUDA=1 but this tree has no CUDA sources")
+        decision = cuda_toolkit.Decision(False, "no CUDA sources in this tree")
+    else:
+        decision = cuda_toolkit.decide_for_this_python()  # ToolkitError under CONVPOOL_FORCE_CUDA
+    print(decision.line(), file=sys.stderr)
+    if decision.build:
+        os.environ["CUDA_HOME"] = decision.home
+        cpp_extension.CUDA_HOME = decision.home
+    return decision
 
 
 def extension():
@@ -91,7 +104,10 @@ def extension():
     extra_compile_args["cxx"] += [string_macro("CONVPOOL_VERSION", package_version()),
                                   string_macro("CONVPOOL_TORCH_VERSION", torch.__version__)]
 
-    if want_cuda(cuda_sources):
+    cuda = cuda_decision(cuda_sources)
+    # What `python -m convpool` says of CUDA when it is not built: the decision's reason.
+    extra_compile_args["cxx"].append(string_macro("CONVPOOL_CUDA_STATUS", cuda.reason))
+    if cuda.build:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             cuda_major = int((torch.version.cuda or "0").split(".")[0])
             os.environ["TORCH_CUDA_ARCH_LIST"] = (
@@ -99,11 +115,9 @@ def extension():
         # Unset here means torch picks the visible GPUs' architectures.
         extra_compile_args["cxx"].append(string_macro(
             "CONVPOOL_CUDA_ARCH_LIST", os.environ.get("TORCH_CUDA_ARCH_LIST", "visible GPUs")))
-        # torch's CUDA headers include cusparse.h & co., which pip's CUDA wheels put here.
-        import nvidia
-
-        for base in nvidia.__path__:
-            include_dirs += glob.glob(os.path.join(base, "cu*", "include"))
+        # After the toolkit's own include folder (torch adds it): cusparse.h & co. from torch's
+        # pip CUDA wheels of the toolkit's major version.
+        include_dirs += list(cuda.include_dirs)
         define_macros.append(("CONVPOOL_WITH_CUDA", "1"))
         extra_compile_args["nvcc"] = opt + ["-lineinfo"]
         return cpp_extension.CUDAExtension(

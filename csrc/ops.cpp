@@ -32,6 +32,9 @@ const char* nvcc_version();
 #ifndef CONVPOOL_CUDA_ARCH_LIST
 #define CONVPOOL_CUDA_ARCH_LIST ""
 #endif
+#ifndef CONVPOOL_CUDA_STATUS  // setup.py: why the CUDA kernels were (not) built
+#define CONVPOOL_CUDA_STATUS ""
+#endif
 namespace convpool::cpu {
 const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool dgrad);  // cpu/conv2d.cpp
 }
@@ -125,6 +128,7 @@ PyObject* build_info(PyObject*, PyObject*) {
                   put(info, "cuda", PyBool_FromLong(with_cuda)) &&
                   put(info, "cuda_archs", PyUnicode_FromString(cuda_archs)) &&
                   put(info, "cuda_arch_list", PyUnicode_FromString(CONVPOOL_CUDA_ARCH_LIST)) &&
+                  put(info, "cuda_status", PyUnicode_FromString(CONVPOOL_CUDA_STATUS)) &&
                   put(info, "nvcc_version", PyUnicode_FromString(nvcc)) &&
                   put(info, "emulator", PyBool_FromLong(with_emulator)) &&
                   put(info, "cpu_features", cpu_features()) &&

@@ -2,8 +2,10 @@
 a wheel (built from that sdist) with the extension and the package's Python files, right metadata
 and no tests; the wheel installs in a fresh venv that sees torch but not this checkout, and works.
 
-One CPU-only build (CONVPOOL_NO_CUDA=1; the main build compiles the CUDA sources), from a copy of
-the tree so the editable build is left alone. About a minute or two: marked `packaging`."""
+One CPU-only build, from a copy of the tree so the editable build is left alone: it is also the
+real build of the CUDA fallback, with CUDA_HOME pointing at a broken toolkit (no include/crt/), so
+it must warn, build the CPU kernels alone and say why in `python -m convpool`. About a minute or
+two: marked `packaging`."""
 import email.parser
 import importlib.metadata
 import os
@@ -26,8 +28,9 @@ pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = convpool.__version__
 # Build switches of the surrounding build (CI's editable install) that must not leak into this one.
-BUILD_SWITCHES = ("CONVPOOL_FORCE_CUDA", "CONVPOOL_BUILD_EMU", "CONVPOOL_DEBUG", "CONVPOOL_SANITIZE",
-                  "CONVPOOL_CPU_ISA", "CONVPOOL_REQUIRE_EMU", "PYTHONPATH")
+BUILD_SWITCHES = ("CONVPOOL_FORCE_CUDA", "CONVPOOL_NO_CUDA", "CONVPOOL_BUILD_EMU", "CONVPOOL_DEBUG",
+                  "CONVPOOL_SANITIZE", "CONVPOOL_CPU_ISA", "CONVPOOL_REQUIRE_EMU", "PYTHONPATH",
+                  "CUDA_HOME", "CUDA_PATH", "TORCH_CUDA_ARCH_LIST")
 
 
 def csrc_files():
@@ -42,9 +45,28 @@ def clean_env(**extra):
     return env
 
 
+def expected_cuda_reason(broken_home):
+    """What the build must say for CUDA_HOME=broken_home (tools/cuda_toolkit.py's wording)."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    return (f"the CUDA toolkit at {broken_home} has no include/crt/host_config.h "
+            f"(found by CUDA_HOME={broken_home})")
+
+
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory):
-    """(sdist, wheel) built by `python -m build --no-isolation` from a copy of the tree."""
+def broken_cuda_home(tmp_path_factory):
+    """A CUDA toolkit copy without include/crt/: the case that used to fail mid-compile."""
+    home = tmp_path_factory.mktemp("broken-cuda")
+    (home / "include").mkdir()
+    (home / "include" / "cuda_runtime.h").write_text("")
+    (home / "bin").mkdir()
+    return home
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory, broken_cuda_home):
+    """(sdist, wheel) built by `python -m build --no-isolation` from a copy of the tree, with the
+    broken toolkit as CUDA_HOME: a CPU-only build with the warning."""
     work = tmp_path_factory.mktemp("packaging")
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
@@ -53,8 +75,12 @@ def dist(tmp_path_factory):
     result = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(work / "dist"),
          str(source)], capture_output=True, text=True, timeout=900,
-        env=clean_env(CONVPOOL_NO_CUDA="1"))
+        env=clean_env(CUDA_HOME=str(broken_cuda_home)))
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    # The decision, in one line of build output (once for the sdist's build, once for the wheel's).
+    warning = (f"convpool: CUDA kernels: not built ({expected_cuda_reason(broken_cuda_home)}); "
+               "building the CPU kernels only — CONVPOOL_FORCE_CUDA=1 makes this an error")
+    assert warning in (result.stdout + result.stderr).splitlines()
     [sdist] = (work / "dist").glob("*.tar.gz")
     [wheel] = (work / "dist").glob("*.whl")
     return sdist, wheel
@@ -70,6 +96,7 @@ def test_sdist_carries_the_sources(dist):
     assert not missing, f"not in the sdist: {missing}"
     assert any(name.endswith(".cu") for name in names)  # although this build had no CUDA
     for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "PKG-INFO",
+                 "tools/cuda_toolkit.py",
                  "src/convpool/__init__.py", "src/convpool/__main__.py", "tests/test_conv2d.py",
                  "examples/digits.py"):
         assert name in names
@@ -128,7 +155,7 @@ SMOKE_TEST = textwrap.dedent("""
 """)
 
 
-def test_wheel_works_in_a_fresh_venv(dist, tmp_path):
+def test_wheel_works_in_a_fresh_venv(dist, broken_cuda_home, tmp_path):
     _, wheel = dist
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -160,4 +187,5 @@ def test_wheel_works_in_a_fresh_venv(dist, tmp_path):
     lines = report.stdout.splitlines()
     assert lines[0] == f"convpool: {VERSION} ({site_packages / 'convpool'})"
     assert lines[1] == f"torch: {torch.__version__} (convpool built against the same)"
-    assert "CUDA: not built" in lines and "CUDA emulator: not built" in lines
+    assert f"CUDA: not built ({expected_cuda_reason(broken_cuda_home)})" in lines
+    assert "CUDA emulator: not built" in lines

@@ -28,7 +28,8 @@ def build_info():
     version / binary_version: convpool.__version__ and the version compiled into convpool._C
     torch_built / torch_running: the torch the binary was compiled against, and the one imported
     cpu_isa: the CPU GEMM kernels in use (after CONVPOOL_CPU_ISA); cpu_features: what the CPU has
-    cuda: whether the CUDA kernels are compiled in; cuda_archs: their architectures ("sm_90"),
+    cuda: whether the CUDA kernels are compiled in; cuda_status: the build's reason for that
+      decision (tools/cuda_toolkit.py); cuda_archs: their architectures ("sm_90"),
       cuda_arch_list: TORCH_CUDA_ARCH_LIST at build time, nvcc_version, torch_cuda (torch's CUDA)
     gpus: visible GPUs as (name, "sm_XY")
     emulator: whether the CUDA emulator (convpool.testing.cuda_emulation) is built
@@ -57,6 +58,7 @@ def build_info():
         "cpu_isa_cap": os.environ.get("CONVPOOL_CPU_ISA") or None,
         "cpu_features": dict(raw["cpu_features"]),
         "cuda": raw["cuda"],
+        "cuda_status": raw.get("cuda_status") or None,
         "cuda_archs": _sm_names(raw["cuda_archs"]),
         "cuda_arch_list": raw["cuda_arch_list"] or None,
         "nvcc_version": raw["nvcc_version"] or None,
@@ -148,7 +150,8 @@ def format_build_info(info):
         gpus = ", ".join(f"{name} ({sm})" for name, sm in info["gpus"]) or "no GPU visible"
         lines.append(f"CUDA: {' '.join(info['cuda_archs'])} ({'; '.join(details)}); {gpus}")
     else:
-        lines.append("CUDA: not built")
+        reason = f" ({info['cuda_status']})" if info["cuda_status"] else ""
+        lines.append(f"CUDA: not built{reason}")
     lines.append(f"CUDA emulator: {'built' if info['emulator'] else 'not built'}")
     build = ["optimized" if info["optimized"] else "not optimized"]
     if info["sanitized"]:
