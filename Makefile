@@ -33,9 +33,9 @@ $(DEPS_STAMP):
 
 # The editable install builds the CUDA emulator too (the tests run the CUDA kernels through it).
 $(BUILD_STAMP): $(DEPS_STAMP) $(BUILD_INPUTS)
-	@$(PY) tools/cuda_toolkit.py
 	@arch="$${TORCH_CUDA_ARCH_LIST:-$$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "$(NO_GPU_ARCH)")')}"; \
-	echo "convpool: building (about 3 minutes on 2 cores$${arch:+, CUDA for $$arch})"; \
+	env $${arch:+TORCH_CUDA_ARCH_LIST=$$arch} $(PY) tools/cuda_toolkit.py && \
+	echo "convpool: building the extension (about 3 minutes on 2 idle cores)" && \
 	env CONVPOOL_BUILD_EMU=1 $${arch:+TORCH_CUDA_ARCH_LIST=$$arch} \
 	  $(PY) -m pip install -q --no-build-isolation -e ".[test,bench,examples]"
 	$(PY) -m convpool

@@ -9,7 +9,7 @@ Environment (all optional; README's two commands set none of them):
   CONVPOOL_SANITIZE=1    AddressSanitizer + UndefinedBehaviorSanitizer on the C++ (CPU and emulator)
                          code; run with the sanitizer runtimes preloaded (see .ci/sanitize)
   CUDA_HOME / CUDA_PATH  the toolkit to use (else nvcc on PATH, else /usr/local/cuda)
-  TORCH_CUDA_ARCH_LIST   GPU architectures (defaults below when unset and no GPU is visible)
+  TORCH_CUDA_ARCH_LIST   GPU architectures (unset: the visible GPU's, else tools/cuda_toolkit.py's list)
 """
 import glob
 import json
@@ -25,10 +25,6 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cuda_toolkit  # noqa: E402  (tools/cuda_toolkit.py: the CUDA decision)
 
-# Architectures to compile for when none is given and no GPU can be asked (torch's BuildExtension
-# fails then): Volta (Turing from CUDA 13, which dropped Volta) to Hopper, plus PTX for newer GPUs.
-DEFAULT_CUDA_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
-DEFAULT_CUDA_ARCHS_CUDA13 = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def flag(name):
@@ -108,13 +104,10 @@ def extension():
     # What `python -m convpool` says of CUDA when it is not built: the decision's reason.
     extra_compile_args["cxx"].append(string_macro("CONVPOOL_CUDA_STATUS", cuda.reason))
     if cuda.build:
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            cuda_major = int((torch.version.cuda or "0").split(".")[0])
-            os.environ["TORCH_CUDA_ARCH_LIST"] = (
-                DEFAULT_CUDA_ARCHS_CUDA13 if cuda_major >= 13 else DEFAULT_CUDA_ARCHS)
-        # Unset here means torch picks the visible GPUs' architectures.
+        if cuda.arch_list:  # None: torch compiles for the visible GPUs
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cuda.arch_list
         extra_compile_args["cxx"].append(string_macro(
-            "CONVPOOL_CUDA_ARCH_LIST", os.environ.get("TORCH_CUDA_ARCH_LIST", "visible GPUs")))
+            "CONVPOOL_CUDA_ARCH_LIST", cuda.arch_list or "visible GPUs"))
         # After the toolkit's own include folder (torch adds it): cusparse.h & co. from torch's
         # pip CUDA wheels of the toolkit's major version.
         include_dirs += list(cuda.include_dirs)

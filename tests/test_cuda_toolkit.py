@@ -81,8 +81,24 @@ def test_nvcc_through_a_wrapper_script_on_path(tmp_path):
                       default_home=str(tmp_path / "none"))
     assert decision == Decision(
         True, f"the CUDA 13.0 toolkit at {toolkit.resolve()} (found by nvcc on PATH ({wrapper}); "
-              f"torch's CUDA 13.0)", str(toolkit.resolve()), "13.0", ())
-    assert decision.line() == f"convpool: CUDA kernels: building with {decision.reason}"
+              f"torch's CUDA 13.0)", str(toolkit.resolve()), "13.0", (),
+        cuda_toolkit.DEFAULT_ARCHS_CUDA13)
+    assert decision.line() == ("convpool: CUDA kernels: building for TORCH_CUDA_ARCH_LIST="
+                               f"7.5;8.0;8.6;8.9;9.0+PTX with {decision.reason}")
+
+
+def test_architectures(tmp_path):
+    toolkit = str(fake_toolkit(tmp_path / "cuda"))
+    common = dict(which=no_nvcc, package_paths=[])
+    assert decide({"CUDA_HOME": toolkit}, TORCH, "13.0", True, **common).arch_list is None
+    visible = decide({"CUDA_HOME": toolkit}, TORCH, "13.0", True, **common)
+    assert visible.line().startswith("convpool: CUDA kernels: building for the visible GPUs with")
+    chosen = decide({"CUDA_HOME": toolkit, "TORCH_CUDA_ARCH_LIST": "8.6"}, TORCH, "13.0", True,
+                    **common)
+    assert chosen.arch_list == "8.6"
+    cuda12 = str(fake_toolkit(tmp_path / "cuda12", release="12.8"))
+    assert decide({"CUDA_HOME": cuda12}, "2.7.0+cu128", "12.8", **common).arch_list == \
+        "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def test_nvcc_symlinked_on_path(tmp_path):

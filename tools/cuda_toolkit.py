@@ -18,6 +18,10 @@ minutes of compiling). torch's C++ headers also need library headers (cusparse.h
 that a minimal toolkit lacks; they come from torch's pip CUDA wheels (nvidia/cuXX/include) of the
 same major version only, placed after the toolkit's own include folder.
 
+The architectures: TORCH_CUDA_ARCH_LIST when set; else, with a GPU visible, torch's own choice
+(that GPU's); else a default list from Volta (Turing from CUDA 13, which dropped Volta) to
+Hopper, plus PTX for newer GPUs.
+
 Without a usable toolkit, or with a CPU-only torch, the build makes the CPU kernels only and says
 why; CONVPOOL_FORCE_CUDA=1 turns that into a build error with the same message, and
 CONVPOOL_NO_CUDA=1 skips the probe.
@@ -37,6 +41,8 @@ REQUIRED_HEADERS = ("include/cuda_runtime.h", "include/crt/host_config.h")
 LIBRARY_HEADERS = ("cusparse.h", "cublas_v2.h")
 FORCE_SWITCH = "CONVPOOL_FORCE_CUDA=1"
 NO_CUDA_SWITCH = "CONVPOOL_NO_CUDA=1"
+DEFAULT_ARCHS = "7.0;7.5;8.0;8.6;8.9;9.0+PTX"
+DEFAULT_ARCHS_CUDA13 = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -47,16 +53,20 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 class Decision:
     """build: whether the CUDA kernels are compiled. reason: why (the whole story, one sentence).
     home: the toolkit's root; version: its nvcc release ("13.0"); include_dirs: the extra include
-    folders (torch's pip CUDA wheels) to pass after the toolkit's own."""
+    folders (torch's pip CUDA wheels) to pass after the toolkit's own; arch_list: the
+    TORCH_CUDA_ARCH_LIST to build with, None for the visible GPUs (torch's choice)."""
     build: bool
     reason: str
     home: Optional[str] = None
     version: Optional[str] = None
     include_dirs: Tuple[str, ...] = ()
+    arch_list: Optional[str] = None
 
     def line(self) -> str:
         if self.build:
-            return f"convpool: CUDA kernels: building with {self.reason}"
+            archs = (f"TORCH_CUDA_ARCH_LIST={self.arch_list}" if self.arch_list
+                     else "the visible GPUs")
+            return f"convpool: CUDA kernels: building for {archs} with {self.reason}"
         return (f"convpool: CUDA kernels: not built ({self.reason}); building the CPU kernels only"
                 f" — {FORCE_SWITCH} makes this an error")
 
@@ -138,16 +148,22 @@ def _nvidia_package_paths() -> List[str]:
 
 
 def decide(env: Mapping[str, str], torch_version: str, torch_cuda: Optional[str],
-           which: Callable[[str], Optional[str]] = shutil.which, run: Runner = _run,
-           package_paths: Optional[Sequence[str]] = None,
+           gpu_visible: bool = False, which: Callable[[str], Optional[str]] = shutil.which,
+           run: Runner = _run, package_paths: Optional[Sequence[str]] = None,
            default_home: str = DEFAULT_HOME) -> Decision:
     """The build's CUDA decision (see the module docstring). `env` is the environment, torch_cuda
-    torch.version.cuda; `which`, `run`, `package_paths` and `default_home` are the outside world,
-    replaceable for tests. Raises ToolkitError when CONVPOOL_FORCE_CUDA=1 and no toolkit is usable.
+    torch.version.cuda, gpu_visible torch.cuda.is_available(); `which`, `run`, `package_paths` and
+    `default_home` are the outside world, replaceable for tests. Raises ToolkitError when
+    CONVPOOL_FORCE_CUDA=1 and no toolkit is usable.
     """
     decision = _decide(env, torch_version, torch_cuda, which, run,
                        _nvidia_package_paths() if package_paths is None else package_paths,
                        default_home)
+    if decision.build:
+        arch_list = env.get("TORCH_CUDA_ARCH_LIST") or (
+            None if gpu_visible else
+            DEFAULT_ARCHS_CUDA13 if int(decision.version.split(".")[0]) >= 13 else DEFAULT_ARCHS)
+        decision = dataclasses.replace(decision, arch_list=arch_list)
     if not decision.build and _flag(env, "CONVPOOL_FORCE_CUDA") and not _flag(env, "CONVPOOL_NO_CUDA"):
         raise ToolkitError(f"{FORCE_SWITCH} is set but the CUDA kernels cannot be built: "
                            f"{decision.reason}")
@@ -195,7 +211,8 @@ def _decide(env, torch_version, torch_cuda, which, run, package_paths, default_h
 def decide_for_this_python(env: Optional[Mapping[str, str]] = None) -> Decision:
     import torch
 
-    return decide(os.environ if env is None else env, torch.__version__, torch.version.cuda)
+    return decide(os.environ if env is None else env, torch.__version__, torch.version.cuda,
+                  torch.cuda.is_available())
 
 
 if __name__ == "__main__":

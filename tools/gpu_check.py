@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -87,7 +88,7 @@ def steps(out: str, gpu_visible: bool) -> List[Step]:
     arch = {"TORCH_CUDA_ARCH_LIST": None if gpu_visible else ARCH_WITHOUT_GPU}
     return [
         Step("build", [sys.executable, "-m", "pip", "install", "-v", "--no-build-isolation",
-                       "--no-deps", "-e", ROOT], False, 600,
+                       "--no-deps", "-e", ROOT], False, 900,
              dict(arch, CONVPOOL_FORCE_CUDA="1", CONVPOOL_NO_CUDA=None, CONVPOOL_BUILD_EMU=None)),
         Step("build-info", [sys.executable, "-m", "convpool"], False, 120),
         Step("collect", pytest_command(CUDA_TESTS + SANITIZER_TESTS, "--collect-only"), False, 300),
@@ -119,13 +120,20 @@ def run_step(step: Step, index: int, out: str) -> None:
         log.write("$ " + " ".join(step.command) + "\n")
         log.flush()
         try:
-            done = subprocess.run(step.command, cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=step.timeout)
-            step.status = "passed" if done.returncode == 0 else f"failed (exit {done.returncode})"
-        except subprocess.TimeoutExpired:
-            step.status = f"failed (over its {step.timeout} s limit)"
+            # A session of its own: a step over its limit is stopped with everything it started
+            # (the build's compilers, the sanitizer's target processes).
+            process = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as error:  # e.g. compute-sanitizer missing
-            step.status = f"failed ({error})"
+            process, step.status = None, f"failed ({error})"
+        if process is not None:
+            try:
+                code = process.wait(timeout=step.timeout)
+                step.status = "passed" if code == 0 else f"failed (exit {code})"
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                step.status = f"failed (over its {step.timeout} s limit)"
     step.seconds = time.monotonic() - start
     if step.name == "cuda-tests" and step.status == "passed":
         # A GPU check that skipped its GPU tests checked nothing.
