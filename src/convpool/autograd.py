@@ -22,11 +22,11 @@ from ._layout import is_channels_last
 
 ops = torch.ops.convpool
 
-_CONV2D = ops.conv2d.default
-_GRAD_INPUT = ops.conv2d_grad_input.default
-_GRAD_WEIGHT = ops.conv2d_grad_weight.default
-_GRAD_BIAS = ops.conv2d_grad_bias.default
-_POOL_BACKWARD = ops.max_pool2d_backward.default
+_CONV2D = ops.conv2d
+_GRAD_INPUT = ops.conv2d_grad_input
+_GRAD_WEIGHT = ops.conv2d_grad_weight
+_GRAD_BIAS = ops.conv2d_grad_bias
+_POOL_BACKWARD = ops.max_pool2d_backward
 
 _lib = torch.library.Library("convpool", "IMPL")  # kept alive: the registrations live with it
 _AFTER_AUTOGRAD = torch._C._after_autograd_keyset
@@ -46,24 +46,32 @@ def _below_autograd(op, keyset, args):
 
 
 def call(op, *args):
-    """op(*args) (an OpOverload of ours), skipping the Python Autograd kernel below when no
-    derivative can be asked of the call: it costs the dispatcher a boxed call into Python,
-    several microseconds, more than tiny problems' arithmetic. Under torch.compile the call is
-    traced as it is (the guard is not traceable and the graph needs no such shortcut); under a
-    torch.func transform or a dual level it always goes through the kernel."""
-    if (torch.compiler.is_compiling() or forward_ad._current_level >= 0
-            or torch._C._are_functorch_transforms_active()
-            or (torch.is_grad_enabled() and torch._C._any_requires_grad(*args))):
+    """op(*args), for an op (OpOverloadPacket) of ours, without the dispatcher's boxed call into
+    the Python Autograd kernel below (several microseconds, more than a tiny layer's arithmetic)
+    when no torch.func transform is active: the Function is applied here directly when a
+    derivative may be needed, else the op runs below autograd. Under torch.compile the call is
+    traced as it is (the graph holds the op; AOTAutograd runs its Autograd kernel)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return op(*args)
+    if _needs_autograd(args):
+        if torch._C._is_any_autocast_enabled():
+            # The autocast kernel sits above autograd: its casts must be recorded and the
+            # Function must save the cast tensors, so the dispatcher goes first.
+            return op(*args)
+        return _APPLY[op](*args)
     with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
+        return op.default(*args)
+
+
+_APPLY = {}  # op -> its Function's apply without a keyset (see forward below)
 
 
 def _register(name):
     """Class decorator: `function` (a _SingleLevelFunction whose forward takes the op's dispatch
-    keyset first) becomes the Autograd kernel of convpool::name; calls that need no derivative go
-    straight to the kernel below autograd."""
-    op = getattr(ops, name).default
+    keyset first, None when applied by `call`) becomes the Autograd kernel of convpool::name;
+    calls that need no derivative go straight to the kernel below autograd."""
+    packet = getattr(ops, name)
+    op = packet.default
 
     def register(function):
         def kernel(keyset, *args):
@@ -73,6 +81,9 @@ def _register(name):
             return _below_autograd(op, keyset, args)
 
         def forward(keyset, *args):
+            if keyset is None:  # from `call`: no torch.func level below to re-dispatch to
+                with torch._C._AutoDispatchBelowAutograd():
+                    return op(*args)
             # apply() turns reverse and forward gradients off around forward; under torch.func
             # the transform levels below this one need them back (as functorch's own
             # single-level Functions do), or their nodes and tangents would be dropped.
@@ -80,6 +91,7 @@ def _register(name):
                 return _below_autograd(op, keyset, args)
 
         function.forward = staticmethod(forward)
+        _APPLY[packet] = lambda *args: function.apply(None, *args)
         _lib.impl(name, kernel, "Autograd", with_keyset=True)
         return function
 
@@ -100,7 +112,10 @@ class Conv2d(_SingleLevelFunction):
         ctx.save_for_backward(input, weight)
         ctx.save_for_forward(input, weight)
         ctx.conv_args = (stride, padding, dilation, groups)
-        ctx.channels_last = is_channels_last(output)
+        # The kernel allocated output contiguous or channels_last: two stride checks tell which
+        # (cheaper than _layout.is_channels_last's general rule, same answer here).
+        ctx.channels_last = (output.dim() == 4 and not output.is_contiguous()
+                             and output.is_contiguous(memory_format=torch.channels_last))
         ctx.output_shape = output.shape
 
     @staticmethod
@@ -295,3 +310,4 @@ def _max_pool2d_values_autograd(keyset, *args):
 
 
 _lib.impl("max_pool2d_values", _max_pool2d_values_autograd, "Autograd", with_keyset=True)
+_APPLY[ops.max_pool2d_values] = lambda *args: MaxPool2d.apply(None, *args)[0]

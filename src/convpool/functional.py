@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from .autograd import call
 
 _ops = torch.ops.convpool
-_CONV2D = _ops.conv2d.default
-_MAX_POOL2D = _ops.max_pool2d.default
-_MAX_POOL2D_VALUES = _ops.max_pool2d_values.default
+_CONV2D = _ops.conv2d
+_MAX_POOL2D = _ops.max_pool2d
+_MAX_POOL2D_VALUES = _ops.max_pool2d_values
 
 _IntOrPair = Union[int, Sequence[int]]
 
@@ -73,8 +73,9 @@ def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_I
     stride defaults to kernel_size."""
     args = (input, _int_list(kernel_size), [] if stride is None else _int_list(stride),
             _int_list(padding), _int_list(dilation), bool(ceil_mode))
-    if not return_indices:
-        # The values-only op skips the indices' computation and storage; when a derivative may
-        # be needed its Autograd kernel runs max_pool2d instead (autograd.py).
+    if not return_indices and not (torch.is_grad_enabled() and input.requires_grad):
+        # Nobody needs the indices: the values-only op skips their computation and storage (its
+        # Autograd kernel runs max_pool2d when forward-mode AD or torch.func needs them).
         return call(_MAX_POOL2D_VALUES, *args)
-    return call(_MAX_POOL2D, *args)
+    values, indices = call(_MAX_POOL2D, *args)
+    return (values, indices) if return_indices else values
