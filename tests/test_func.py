@@ -347,3 +347,36 @@ def test_emulated_cuda_jvp(case):
     assert_same(conv_hvp, jvp(grad(loss(torchs)), (w,), (v,)))
     assert_same(pool_jvp, jvp(pool_torchs, (pool_x,), (pool_t,)))
     assert_same(pool_hvp, jvp(grad(lambda x: (pool_torchs(x) ** 3).sum()), (pool_x,), (pool_t,)))
+
+
+# ---- every op directly: forward-mode gradcheck, batched (vmapped) gradients too ----------------
+
+def _op_cases():
+    ops = torch.ops.convpool
+    args = ([2, 1], [1, 0], [1, 2], 2)
+    x, w, go = _rand(2, 4, 7, 6, seed=40), _rand(6, 2, 3, 2, seed=41), _rand(2, 6, 4, 4, seed=42)
+    b = _rand(6, seed=43)
+    pool_x, _, _ = pool_setup("ceil_mode")
+    pool_args = ([3], [2], [1], [1], True)
+    indices = ops.max_pool2d(pool_x, *pool_args)[1]
+    pool_go = _rand(*indices.shape, seed=44)
+    return {
+        "conv2d": (lambda x, w, b: ops.conv2d(x, w, b, *args), (x, w, b)),
+        "conv2d_grad_input": (lambda go, w: ops.conv2d_grad_input(go, w, list(x.shape), *args),
+                              (go, w)),
+        "conv2d_grad_weight": (lambda go, x: ops.conv2d_grad_weight(go, x, list(w.shape), *args),
+                               (go, x)),
+        "conv2d_grad_bias": (lambda go: ops.conv2d_grad_bias(go), (go,)),
+        "max_pool2d": (lambda x: ops.max_pool2d(x, *pool_args)[0], (pool_x,)),
+        "max_pool2d_values": (lambda x: ops.max_pool2d_values(x, *pool_args), (pool_x,)),
+        "max_pool2d_backward": (lambda go: ops.max_pool2d_backward(go, pool_x, indices, *pool_args),
+                                (pool_go,)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_op_cases()))
+def test_op_forward_and_batched_gradcheck(name):
+    fn, inputs = _op_cases()[name]
+    inputs = tuple(t.clone().requires_grad_() for t in inputs)
+    assert torch.autograd.gradcheck(fn, inputs, check_forward_ad=True, check_batched_grad=True,
+                                    check_batched_forward_grad=True)

@@ -245,10 +245,12 @@ class Conv2dGradBias(_SingleLevelFunction):
 
 def _gather_by_indices(input_like, indices):
     """out[..., i] = input_like[..., indices[..., i]] per plane; 0 where no input was chosen."""
-    planes = input_like.flatten(-2)
-    flat = indices.flatten(-2)
+    # reshape, not flatten: gradcheck's batched checks run torch's legacy vmap, which has no
+    # rule for flatten.
+    planes = input_like.reshape(*input_like.shape[:-2], -1)
+    flat = indices.reshape(*indices.shape[:-2], -1)
     picked = planes.gather(-1, flat.clamp(min=0))
-    return picked.masked_fill(flat < 0, 0).view(indices.shape)
+    return picked.masked_fill(flat < 0, 0).reshape(indices.shape)
 
 
 @_register("max_pool2d")
