@@ -51,19 +51,26 @@ def call(op, *args):
     when no torch.func transform is active: the Function is applied here directly when a
     derivative may be needed, else the op runs below autograd. Under torch.compile the call is
     traced as it is (the graph holds the op; AOTAutograd runs its Autograd kernel)."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
         return op(*args)
-    if _needs_autograd(args):
+    if ((torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
+            or forward_ad._current_level >= 0):  # _needs_autograd, inlined: this is hot
         if torch._C._is_any_autocast_enabled():
             # The autocast kernel sits above autograd: its casts must be recorded and the
             # Function must save the cast tensors, so the dispatcher goes first.
             return op(*args)
         return _APPLY[op](*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op.default(*args)
+    with _BELOW_AUTOGRAD():
+        return _KERNEL[op](*args)
 
 
 _APPLY = {}  # op -> its Function's apply without a keyset (see forward below)
+# op -> the C++ callable behind op.default (OpOverload.__call__ is one more Python frame)
+_KERNEL = {packet: packet.default._op for packet in
+           (getattr(ops, name) for name in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight",
+                                            "conv2d_grad_bias", "max_pool2d",
+                                            "max_pool2d_values", "max_pool2d_backward"))}
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
 
 
 def _register(name):
