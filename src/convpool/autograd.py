@@ -48,7 +48,7 @@ def _below_autograd(op, keyset, args):
 def call(op, *args):
     """op(*args), for an op (OpOverloadPacket) of ours, without the dispatcher's boxed call into
     the Python Autograd kernel below (several microseconds, more than a tiny layer's arithmetic)
-    when no torch.func transform is active: the Function is applied here directly when a
+    outside torch.func, torch.compile and autocast: the Function is applied here directly when a
     derivative may be needed, else the op runs below autograd. Under torch.compile the call is
     traced as it is (the graph holds the op; AOTAutograd runs its Autograd kernel)."""
     if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
