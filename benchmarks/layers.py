@@ -7,7 +7,10 @@ torch.ops.convpool.conv2d_grad_input / conv2d_grad_weight ops.
 Pool ops: max_pool2d forward without and with indices, and its backward
 (aten.max_pool2d_with_indices_backward vs torch.ops.convpool.max_pool2d_backward), each side
 given the indices it produced itself.
+Overhead ops (suite "overhead"): tiny conv2d, max_pool2d and Conv2d->ReLU->MaxPool2d problems,
+forward and forward+backward, where the time per call is the call itself (see overhead_ops).
 """
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -261,3 +264,67 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
         row.update({"unit": "GB/s", "torch_rate": op.bytes / torch_s / 1e9,
                     "convpool_rate": op.bytes / convpool_s / 1e9})
     return row
+
+
+# ---- per-call overhead: problems so small that the time is the call, not the arithmetic ------
+
+OVERHEAD_OPS = ["conv2d forward", "conv2d fwd+bwd", "max_pool2d forward", "max_pool2d fwd+bwd",
+                "module no_grad", "module fwd+bwd"]
+OVERHEAD_SHAPE = "conv 1x1x4x4 * 1x1x3x3; pool 1x1x4x4 k2; module 1x1x8x8"
+
+
+def overhead_ops(precision: Precision, device: torch.device,
+                 generator: torch.Generator) -> List[Op]:
+    """What a batch-1 service pays per layer call beyond the arithmetic: Python wrapper,
+    argument checks, dispatch, autograd bookkeeping, allocation. conv2d on 1x1x4x4 by 1x1x3x3
+    (pytorch issue 13's example), max_pool2d 2x2 on 1x1x4x4, and Conv2d(1, 4, 3, padding=1) ->
+    ReLU -> MaxPool2d(2) on 1x1x8x8 (stock vs convpool.convert), each forward only (no_grad for
+    the module) and forward+backward (gradients of every input / parameter)."""
+    dtype = precision.dtype
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device, dtype)
+
+    x, w, pool_x, module_x = rand(1, 1, 4, 4), rand(1, 1, 3, 3), rand(1, 1, 4, 4), rand(1, 1, 8, 8)
+    stock = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2)).to(device, dtype)
+    ours = convpool.convert(copy.deepcopy(stock))
+    reference = copy.deepcopy(stock).to(torch.float64)
+    x_leaf, w_leaf = x.clone().requires_grad_(), w.clone().requires_grad_()
+    pool_leaf = pool_x.clone().requires_grad_()
+
+    def f64(*tensors):
+        return [t.detach().to(torch.float64).requires_grad_(t.requires_grad) for t in tensors]
+
+    def fwd_bwd(fn, *leaves):
+        out = fn(*leaves)
+        return (out, *torch.autograd.grad(out.sum(), leaves))
+
+    def module_no_grad(model, inp):
+        with torch.no_grad():
+            return (model(inp),)
+
+    def module_fwd_bwd(model, inp):
+        params = list(model.parameters())
+        out = model(inp)
+        return (out, *torch.autograd.grad(out.sum(), params))
+
+    return [
+        Op("conv2d forward", lambda: (F.conv2d(x, w),), lambda: (convpool.conv2d(x, w),),
+           lambda: (F.conv2d(*f64(x, w)),), [9]),
+        Op("conv2d fwd+bwd", lambda: fwd_bwd(F.conv2d, x_leaf, w_leaf),
+           lambda: fwd_bwd(convpool.conv2d, x_leaf, w_leaf),
+           lambda: fwd_bwd(F.conv2d, *f64(x_leaf, w_leaf)), [9, 9, 4]),
+        Op("max_pool2d forward", lambda: (F.max_pool2d(pool_x, 2),),
+           lambda: (convpool.max_pool2d(pool_x, 2),),
+           lambda: (F.max_pool2d(*f64(pool_x), 2),), [1]),
+        Op("max_pool2d fwd+bwd", lambda: fwd_bwd(lambda t: F.max_pool2d(t, 2), pool_leaf),
+           lambda: fwd_bwd(lambda t: convpool.max_pool2d(t, 2), pool_leaf),
+           lambda: fwd_bwd(lambda t: F.max_pool2d(t, 2), *f64(pool_leaf)), [1, 1]),
+        Op("module no_grad", lambda: module_no_grad(stock, module_x),
+           lambda: module_no_grad(ours, module_x),
+           lambda: module_no_grad(reference, module_x.double()), [9]),
+        Op("module fwd+bwd", lambda: module_fwd_bwd(stock, module_x),
+           lambda: module_fwd_bwd(ours, module_x),
+           lambda: module_fwd_bwd(reference, module_x.double()), [9, 64, 64]),
+    ]

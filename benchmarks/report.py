@@ -25,6 +25,11 @@ def _fmt(value, spec=".3g", missing="-") -> str:
     return format(value, spec)
 
 
+def _ms(value) -> str:
+    # Microsecond resolution for the per-call overhead rows (0.0108 ms), ms for the rest.
+    return _fmt(value, ".4f" if value is not None and value < 1 else ".3f")
+
+
 def _mem(value) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
@@ -37,8 +42,8 @@ COLUMNS = [
     ("layout", 6, lambda r: r["layout"]),
     ("N", 3, lambda r: str(r["batch"])),
     ("op", 15, lambda r: r["op"]),
-    ("torch ms", 9, lambda r: _fmt(r.get("torch_ms"), ".3f")),
-    ("convpool ms", 11, lambda r: _fmt(r.get("convpool_ms"), ".3f")),
+    ("torch ms", 9, lambda r: _ms(r.get("torch_ms"))),
+    ("convpool ms", 11, lambda r: _ms(r.get("convpool_ms"))),
     ("R", 6, lambda r: _fmt(r.get("R"), ".2f")),
     ("R cpu", 6, lambda r: _fmt(r.get("R_cpu"), ".2f")),
     ("rate torch/cp", 19, lambda r: (f"{_fmt(r.get('torch_rate'), '.3g')}/"

@@ -151,7 +151,8 @@ def plan(args, device: torch.device):
     train_batch = train_batch_for(args, device)
     batches = sorted({1, train_batch})  # --train-batch 1: inference batch only
     tasks = []
-    for case in suites.cases_for([s for s in args.suite if s != "models"], args.quick):
+    for case in suites.cases_for([s for s in args.suite if s not in ("models", "overhead")],
+                                 args.quick):
         is_conv = isinstance(case, suites.ConvCase)
         make = layers.conv_ops if is_conv else layers.pool_ops
         for layout in args.layout:
@@ -161,6 +162,10 @@ def plan(args, device: torch.device):
                               len(layers.CONV_OPS if is_conv else layers.POOL_OPS),
                               lambda p, g, case=case, batch=batch, layout=layout, make=make:
                               make(case, batch, layout == "NHWC", p, device, g)))
+    if "overhead" in args.suite:
+        tasks.append(("overhead", "overhead", "tiny problems", layers.OVERHEAD_SHAPE, False, 1,
+                      len(layers.OVERHEAD_OPS),
+                      lambda p, g: layers.overhead_ops(p, device, g)))
     if "models" in args.suite:
         model_layouts = ["NCHW"] if args.quick else args.layout
         model_batches = [train_batch] if args.quick else batches

@@ -199,7 +199,8 @@ TINY = [
     _conv("tiny", "3x3", 4, 8, 9, 3, 1, 1, bias=True, quick=True),
     PoolCase("tiny", "3x3 s2 ceil", 4, 9, 9, (3, 3), (2, 2), (1, 1), ceil_mode=True, quick=True),
 ]
-ALL_SUITES = list(CONV_SUITES) + list(POOL_SUITES) + ["models"]
+# "overhead" times tiny problems, where the per-call cost is all there is (layers.overhead_ops).
+ALL_SUITES = list(CONV_SUITES) + list(POOL_SUITES) + ["models", "overhead"]
 HIDDEN_SUITES = ["tiny"]
 
 

@@ -15,6 +15,7 @@ import measure  # noqa: E402
 import models  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
+import suites  # noqa: E402
 from layers import Op, Precision  # noqa: E402
 
 ERROR_COLUMNS = ["err_torch_abs", "err_torch_rel", "err_f64_abs", "err_f64_rel"]
@@ -143,3 +144,20 @@ def test_disagreeing_with_an_inaccurate_torch_is_a_note_not_a_flag():
     assert "note: torch itself off" in report.console_line(
         {"suite": "u", "case": "c", "shape": "s", "layout": "NCHW", "batch": 1, "op": "forward",
          **row})
+
+
+def test_overhead_suite_is_in_the_quick_report_and_correct(tmp_path):
+    # The default suites (what `run.py --quick` runs) include it; every row is timed and correct.
+    assert run.parse_args(["--quick"]).suite == suites.ALL_SUITES and "overhead" in suites.ALL_SUITES
+    tasks = [t for t in run.plan(run.parse_args(["--quick", "--suite", "overhead"]),
+                                 torch.device("cpu"))]
+    assert [(kind, suite) for kind, suite, *_ in tasks] == [("overhead", "overhead")]
+    precision = Precision(torch.float32)
+    ops = layers.overhead_ops(precision, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert [op.name for op in ops] == layers.OVERHEAD_OPS
+    for op in ops:
+        row = layers.run_op(op, precision, torch.device("cpu"), 1, 1, 0, measure_memory=False)
+        assert row["flag"] is None, row
+        assert row["R"] > 0 and all(row[c] is not None for c in ERROR_COLUMNS)
+    # Per-call times of microseconds keep their digits in the table (ms column).
+    assert report._ms(0.01084) == "0.0108" and report._ms(12.3456) == "12.346"

@@ -1,144 +1,322 @@
-"""Autograd formulas of the torch.ops.convpool ops (torch.library.register_autograd).
+"""Autograd of the torch.ops.convpool ops: reverse mode, forward mode and torch.func.
 
-Every backward is expressed with convpool ops that have formulas of their own, so gradients of
-any order work (gradgradcheck): conv2d, its grad_input (dgrad) and grad_weight (wgrad) are three
-bilinear maps whose derivatives are each other."""
+Each op gets a Python kernel at the Autograd dispatch key (the place of a native op's VariableType
+kernel) that applies a single-level autograd.Function with setup_context, backward and jvp. Not
+torch.library.register_autograd: the autograd.Function it generates has no setup_context and no
+jvp, so torch.func transforms raise and forward-mode AD silently drops the tangent (open upstream:
+pytorch/pytorch#168393, #170834, #179652). The dispatcher runs this kernel once per grad / jvp
+level of torch.func (each level unwraps its tensors and re-dispatches), so a single-level Function
+per level composes as torch's own ops do: grad of grad, jacrev of jacrev, vmap of grad, forward
+over reverse. docs/autodiff.md has the whole design.
+
+Every formula is written with convpool ops that have formulas of their own, so derivatives of any
+order work: conv2d, its grad_input (dgrad) and grad_weight (wgrad) are three bilinear maps whose
+derivatives are each other; max_pool2d and its backward are a gather and a scatter by the argmax
+indices, linear in the values. Batching rules (torch.func.vmap) are in _vmap.py."""
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
+from torch.autograd import forward_ad
+from torch.autograd.function import _SingleLevelFunction
 
 from ._layout import is_channels_last
 
 ops = torch.ops.convpool
 
+_CONV2D = ops.conv2d
+_GRAD_INPUT = ops.conv2d_grad_input
+_GRAD_WEIGHT = ops.conv2d_grad_weight
+_GRAD_BIAS = ops.conv2d_grad_bias
+_POOL_BACKWARD = ops.max_pool2d_backward
+
+_lib = torch.library.Library("convpool", "IMPL")  # kept alive: the registrations live with it
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+
+
+def _needs_autograd(args) -> bool:
+    """Whether the call must record a node or carry tangents. Tangents exist only inside a dual
+    level (torch.func.jvp enters one too); there every call takes the Function, whose apply skips
+    the jvp when no input has a tangent."""
+    return ((torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
+            or forward_ad._current_level >= 0)
+
+
+def _below_autograd(op, keyset, args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+
+
+def call(op, *args):
+    """op(*args), for an op (OpOverloadPacket) of ours, without the dispatcher's boxed call into
+    the Python Autograd kernel below (several microseconds, more than a tiny layer's arithmetic)
+    outside torch.func, torch.compile and autocast: the Function is applied here directly when a
+    derivative may be needed, else the op runs below autograd. Under torch.compile the call is
+    traced as it is (the graph holds the op; AOTAutograd runs its Autograd kernel)."""
+    if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+        return op(*args)
+    if ((torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
+            or forward_ad._current_level >= 0):  # _needs_autograd, inlined: this is hot
+        if torch._C._is_any_autocast_enabled():
+            # The autocast kernel sits above autograd: its casts must be recorded and the
+            # Function must save the cast tensors, so the dispatcher goes first.
+            return op(*args)
+        return _APPLY[op](*args)
+    with _BELOW_AUTOGRAD():
+        return _KERNEL[op](*args)
+
+
+_APPLY = {}  # op -> its Function's apply without a keyset (see forward below)
+# op -> the C++ callable behind op.default (OpOverload.__call__ is one more Python frame)
+_KERNEL = {packet: packet.default._op for packet in
+           (getattr(ops, name) for name in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight",
+                                            "conv2d_grad_bias", "max_pool2d",
+                                            "max_pool2d_values", "max_pool2d_backward"))}
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+
+
+def _register(name):
+    """Class decorator: `function` (a _SingleLevelFunction whose forward takes the op's dispatch
+    keyset first, None when applied by `call`) becomes the Autograd kernel of convpool::name;
+    calls that need no derivative go straight to the kernel below autograd."""
+    packet = getattr(ops, name)
+    op = packet.default
+
+    def register(function):
+        def kernel(keyset, *args):
+            if _needs_autograd(args):
+                with enable_single_level_autograd_function():
+                    return function.apply(keyset, *args)
+            return _below_autograd(op, keyset, args)
+
+        def forward(keyset, *args):
+            if keyset is None:  # from `call`: no torch.func level below to re-dispatch to
+                with torch._C._AutoDispatchBelowAutograd():
+                    return op(*args)
+            # apply() turns reverse and forward gradients off around forward; under torch.func
+            # the transform levels below this one need them back (as functorch's own
+            # single-level Functions do), or their nodes and tangents would be dropped.
+            with torch.enable_grad(), forward_ad._set_fwd_grad_enabled(True):
+                return _below_autograd(op, keyset, args)
+
+        function.forward = staticmethod(forward)
+        _APPLY[packet] = lambda *args: function.apply(None, *args)
+        _lib.impl(name, kernel, "Autograd", with_keyset=True)
+        return function
+
+    return register
+
+
+def _add(a, b):
+    return b if a is None else a if b is None else a + b
+
 
 # ---- conv2d: output = conv2d(input, weight) + bias ------------------------------------------
 
-def _conv2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conv_args = (stride, padding, dilation, groups)
-    ctx.channels_last = is_channels_last(output)
+@_register("conv2d")
+class Conv2d(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, input, weight, bias, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+        ctx.conv_args = (stride, padding, dilation, groups)
+        # The kernel allocated output contiguous or channels_last: two stride checks tell which
+        # (cheaper than _layout.is_channels_last's general rule, same answer here).
+        ctx.channels_last = (output.dim() == 4 and not output.is_contiguous()
+                             and output.is_contiguous(memory_format=torch.channels_last))
+        ctx.output_shape = output.shape
 
+    @staticmethod
+    def backward(ctx, grad):
+        input, weight = ctx.saved_tensors
+        if ctx.channels_last and not is_channels_last(grad):
+            # As PyTorch: the gradients take the layout the forward chose.
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            grad_input = call(_GRAD_INPUT, grad, weight, input.shape, *ctx.conv_args)
+        if ctx.needs_input_grad[2]:
+            grad_weight = call(_GRAD_WEIGHT, grad, input, weight.shape, *ctx.conv_args)
+        if ctx.needs_input_grad[3]:
+            if input.shape[-3] == 0:
+                # No input channels: the output has no channels either (PyTorch's shape).
+                grad_bias = grad.new_zeros(weight.shape[0])
+            else:
+                grad_bias = call(_GRAD_BIAS, grad)
+        return None, grad_input, grad_weight, grad_bias, None, None, None, None
 
-def _conv2d_backward(ctx, grad):
-    input, weight = ctx.saved_tensors
-    if ctx.channels_last and not is_channels_last(grad):
-        # As PyTorch: the gradients take the layout the forward chose.
-        grad = grad.contiguous(memory_format=torch.channels_last)
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = ops.conv2d_grad_input(grad, weight, input.shape, *ctx.conv_args)
-    if ctx.needs_input_grad[1]:
-        grad_weight = ops.conv2d_grad_weight(grad, input, weight.shape, *ctx.conv_args)
-    if ctx.needs_input_grad[2]:
-        if input.shape[-3] == 0:
-            # No input channels: the output has no channels either (PyTorch's shape), bias unused.
-            grad_bias = grad.new_zeros(weight.shape[0])
-        else:
-            grad_bias = ops.conv2d_grad_bias(grad)
-    return grad_input, grad_weight, grad_bias, None, None, None, None
-
-
-torch.library.register_autograd("convpool::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
+    @staticmethod
+    def jvp(ctx, _keyset, t_input, t_weight, t_bias, *_):
+        # Bilinear in (input, weight), affine in bias: d out = conv(dx, w) + conv(x, dw) + db.
+        input, weight = ctx.saved_tensors
+        out = None
+        if t_input is not None:
+            out = call(_CONV2D, t_input, weight, t_bias, *ctx.conv_args)
+            t_bias = None
+        if t_weight is not None:
+            out = _add(out, call(_CONV2D, input, t_weight, t_bias, *ctx.conv_args))
+            t_bias = None
+        if t_bias is not None:  # only the bias has a tangent: it is broadcast over N, H, W
+            shape = ctx.output_shape
+            out = t_bias.new_zeros(shape) if shape[-3] == 0 else (
+                t_bias.view(-1, 1, 1).expand(shape).clone())
+        return out
 
 
 # ---- dgrad: grad_input = conv2d_grad_input(grad_output, weight) -----------------------------
 
-def _grad_input_setup(ctx, inputs, output):
-    grad_output, weight, input_size, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.conv_args = (stride, padding, dilation, groups)
+@_register("conv2d_grad_input")
+class Conv2dGradInput(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, grad_output, weight, input_size, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(grad_output, weight)
+        ctx.save_for_forward(grad_output, weight)
+        ctx.input_size = input_size
+        ctx.conv_args = (stride, padding, dilation, groups)
 
+    @staticmethod
+    def backward(ctx, grad):
+        grad_output, weight = ctx.saved_tensors
+        d_grad_output = d_weight = None
+        if ctx.needs_input_grad[1]:
+            d_grad_output = call(_CONV2D, grad, weight, None, *ctx.conv_args)
+        if ctx.needs_input_grad[2]:
+            d_weight = call(_GRAD_WEIGHT, grad_output, grad, weight.shape, *ctx.conv_args)
+        return None, d_grad_output, d_weight, None, None, None, None, None
 
-def _grad_input_backward(ctx, grad):
-    grad_output, weight = ctx.saved_tensors
-    d_grad_output = d_weight = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = ops.conv2d(grad, weight, None, *ctx.conv_args)
-    if ctx.needs_input_grad[1]:
-        d_weight = ops.conv2d_grad_weight(grad_output, grad, weight.shape, *ctx.conv_args)
-    return d_grad_output, d_weight, None, None, None, None, None
-
-
-torch.library.register_autograd("convpool::conv2d_grad_input", _grad_input_backward,
-                                setup_context=_grad_input_setup)
+    @staticmethod
+    def jvp(ctx, _keyset, t_grad_output, t_weight, *_):
+        grad_output, weight = ctx.saved_tensors
+        out = None
+        if t_grad_output is not None:
+            out = call(_GRAD_INPUT, t_grad_output, weight, ctx.input_size, *ctx.conv_args)
+        if t_weight is not None:
+            out = _add(out, call(_GRAD_INPUT, grad_output, t_weight, ctx.input_size,
+                                                  *ctx.conv_args))
+        return out
 
 
 # ---- wgrad: grad_weight = conv2d_grad_weight(grad_output, input) ----------------------------
 
-def _grad_weight_setup(ctx, inputs, output):
-    grad_output, input, weight_size, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.conv_args = (stride, padding, dilation, groups)
+@_register("conv2d_grad_weight")
+class Conv2dGradWeight(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, grad_output, input, weight_size, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(grad_output, input)
+        ctx.save_for_forward(grad_output, input)
+        ctx.weight_size = weight_size
+        ctx.conv_args = (stride, padding, dilation, groups)
 
+    @staticmethod
+    def backward(ctx, grad):
+        grad_output, input = ctx.saved_tensors
+        d_grad_output = d_input = None
+        if ctx.needs_input_grad[1]:
+            d_grad_output = call(_CONV2D, input, grad, None, *ctx.conv_args)
+        if ctx.needs_input_grad[2]:
+            d_input = call(_GRAD_INPUT, grad_output, grad, input.shape, *ctx.conv_args)
+        return None, d_grad_output, d_input, None, None, None, None, None
 
-def _grad_weight_backward(ctx, grad):
-    grad_output, input = ctx.saved_tensors
-    d_grad_output = d_input = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = ops.conv2d(input, grad, None, *ctx.conv_args)
-    if ctx.needs_input_grad[1]:
-        d_input = ops.conv2d_grad_input(grad_output, grad, input.shape, *ctx.conv_args)
-    return d_grad_output, d_input, None, None, None, None, None
-
-
-torch.library.register_autograd("convpool::conv2d_grad_weight", _grad_weight_backward,
-                                setup_context=_grad_weight_setup)
+    @staticmethod
+    def jvp(ctx, _keyset, t_grad_output, t_input, *_):
+        grad_output, input = ctx.saved_tensors
+        out = None
+        if t_grad_output is not None:
+            out = call(_GRAD_WEIGHT, t_grad_output, input, ctx.weight_size, *ctx.conv_args)
+        if t_input is not None:
+            out = _add(out, call(_GRAD_WEIGHT, grad_output, t_input, ctx.weight_size,
+                                                   *ctx.conv_args))
+        return out
 
 
 # ---- grad_bias = conv2d_grad_bias(grad_output): a sum over N, H, W ---------------------------
 
-def _grad_bias_setup(ctx, inputs, output):
-    ctx.grad_output_shape = inputs[0].shape
+@_register("conv2d_grad_bias")
+class Conv2dGradBias(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.grad_output_shape = inputs[1].shape
 
+    @staticmethod
+    def backward(ctx, grad):
+        shape = ctx.grad_output_shape
+        return None, grad.view([1] * (len(shape) - 3) + [-1, 1, 1]).expand(shape)
 
-def _grad_bias_backward(ctx, grad):
-    shape = ctx.grad_output_shape
-    return grad.view([1] * (len(shape) - 3) + [-1, 1, 1]).expand(shape)
-
-
-torch.library.register_autograd("convpool::conv2d_grad_bias", _grad_bias_backward,
-                                setup_context=_grad_bias_setup)
+    @staticmethod
+    def jvp(ctx, _keyset, t_grad_output):
+        return call(_GRAD_BIAS, t_grad_output)
 
 
 # ---- max_pool2d ----------------------------------------------------------------------------
 
-def _max_pool2d_setup(ctx, inputs, output):
-    input, *pool_args = inputs
-    _, indices = output
-    ctx.save_for_backward(input, indices)
-    ctx.pool_args = pool_args
-
-
-def _max_pool2d_backward(ctx, grad_values, _grad_indices):
-    input, indices = ctx.saved_tensors
-    return (ops.max_pool2d_backward(grad_values, input, indices, *ctx.pool_args),
-            None, None, None, None, None)
-
-
-torch.library.register_autograd("convpool::max_pool2d", _max_pool2d_backward,
-                                setup_context=_max_pool2d_setup)
-
-
-def _gather_by_indices(grad_input_like, indices):
-    """out[..., i] = grad_input_like[..., indices[..., i]] per plane; 0 where no input was chosen."""
-    planes = grad_input_like.flatten(-2)
-    flat = indices.flatten(-2)
+def _gather_by_indices(input_like, indices):
+    """out[..., i] = input_like[..., indices[..., i]] per plane; 0 where no input was chosen."""
+    # reshape, not flatten: gradcheck's batched checks run torch's legacy vmap, which has no
+    # rule for flatten.
+    planes = input_like.reshape(*input_like.shape[:-2], -1)
+    flat = indices.reshape(*indices.shape[:-2], -1)
     picked = planes.gather(-1, flat.clamp(min=0))
-    return picked.masked_fill(flat < 0, 0).view(indices.shape)
+    return picked.masked_fill(flat < 0, 0).reshape(indices.shape)
 
 
-def _max_pool2d_backward_setup(ctx, inputs, output):
-    grad_output, input, indices, *pool_args = inputs
-    ctx.save_for_backward(indices)
+@_register("max_pool2d")
+class MaxPool2d(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, input, *pool_args = inputs
+        _, indices = output
+        ctx.mark_non_differentiable(indices)
+        ctx.save_for_backward(input, indices)
+        ctx.save_for_forward(indices)
+        ctx.pool_args = pool_args
+
+    @staticmethod
+    def backward(ctx, grad_values, _grad_indices):
+        input, indices = ctx.saved_tensors
+        return (None, call(_POOL_BACKWARD, grad_values, input, indices, *ctx.pool_args),
+                None, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, _keyset, t_input, *_):
+        # The values are the input gathered at the argmax: so is their tangent.
+        (indices,) = ctx.saved_tensors
+        return _gather_by_indices(t_input, indices), None
 
 
-def _max_pool2d_backward_backward(ctx, grad):
-    (indices,) = ctx.saved_tensors
-    d_grad_output = _gather_by_indices(grad, indices) if ctx.needs_input_grad[0] else None
-    # The input only fixed which elements were chosen: zero gradient with respect to it.
-    d_input = torch.zeros_like(grad) if ctx.needs_input_grad[1] else None
-    return d_grad_output, d_input, None, None, None, None, None, None
+@_register("max_pool2d_backward")
+class MaxPool2dBackward(_SingleLevelFunction):
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, grad_output, input, indices, *pool_args = inputs
+        ctx.save_for_backward(indices)
+        ctx.save_for_forward(input, indices)
+        ctx.pool_args = pool_args
+
+    @staticmethod
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        d_grad_output = _gather_by_indices(grad, indices) if ctx.needs_input_grad[1] else None
+        # The input only fixed which elements were chosen: zero gradient with respect to it.
+        d_input = torch.zeros_like(grad) if ctx.needs_input_grad[2] else None
+        return None, d_grad_output, d_input, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, _keyset, t_grad_output, _t_input, *_):
+        # Linear in grad_output; the input (through the fixed indices) contributes nothing.
+        input, indices = ctx.saved_tensors
+        if t_grad_output is None:
+            return torch.zeros_like(input)
+        return call(_POOL_BACKWARD, t_grad_output, input, indices, *ctx.pool_args)
 
 
-torch.library.register_autograd("convpool::max_pool2d_backward", _max_pool2d_backward_backward,
-                                setup_context=_max_pool2d_backward_setup)
+def _max_pool2d_values_autograd(keyset, *args):
+    """max_pool2d_values computes no indices, which every derivative needs: a call that may need
+    one runs max_pool2d (its formulas) instead and keeps the values."""
+    if _needs_autograd(args):
+        return ops.max_pool2d.default(*args)[0]
+    return _below_autograd(ops.max_pool2d_values.default, keyset, args)
+
+
+_lib.impl("max_pool2d_values", _max_pool2d_values_autograd, "Autograd", with_keyset=True)
+_APPLY[ops.max_pool2d_values] = lambda *args: MaxPool2d.apply(None, *args)[0]

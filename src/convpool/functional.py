@@ -5,6 +5,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .autograd import call
+
+_ops = torch.ops.convpool
+_CONV2D = _ops.conv2d
+_MAX_POOL2D = _ops.max_pool2d
+_MAX_POOL2D_VALUES = _ops.max_pool2d_values
+
 _IntOrPair = Union[int, Sequence[int]]
 
 
@@ -53,7 +60,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
             raise RuntimeError(f"Invalid padding string: '{padding}'")
     else:
         padding = _int_list(padding)
-    return torch.ops.convpool.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return call(_CONV2D, input, weight, bias, stride, padding, dilation, groups)
 
 
 def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_IntOrPair] = None,
@@ -67,7 +74,8 @@ def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_I
     args = (input, _int_list(kernel_size), [] if stride is None else _int_list(stride),
             _int_list(padding), _int_list(dilation), bool(ceil_mode))
     if not return_indices and not (torch.is_grad_enabled() and input.requires_grad):
-        # Nobody needs the indices: the values-only kernel skips their computation and storage.
-        return torch.ops.convpool.max_pool2d_values(*args)
-    values, indices = torch.ops.convpool.max_pool2d(*args)
+        # Nobody needs the indices: the values-only op skips their computation and storage (its
+        # Autograd kernel runs max_pool2d when forward-mode AD or torch.func needs them).
+        return call(_MAX_POOL2D_VALUES, *args)
+    values, indices = call(_MAX_POOL2D, *args)
     return (values, indices) if return_indices else values

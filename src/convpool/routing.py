@@ -12,8 +12,6 @@ the mode never turns a call torch accepts into an error. Every other function pa
 
 torch pops the mode while its handler runs, so convpool's own torch calls (F.pad, torch.ops) are
 not intercepted again: no recursion."""
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -48,8 +46,9 @@ def _servable(tensor, dtypes, device_types) -> bool:
             and tensor.device.type in device_types)
 
 
-# The signatures of the intercepted torch functions; binding a call to one both normalizes its
-# arguments and rejects malformed calls (those go to torch, for torch's error message).
+# The signatures of the intercepted torch functions: calling a route binds the call's arguments
+# (in C, no inspect.signature per call); a call that does not bind raises TypeError and goes to
+# torch, for torch's error message.
 
 def _conv2d_route(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     tensors = (input, weight) if bias is None else (input, weight, bias)
@@ -88,7 +87,6 @@ _ROUTES = {
     F.max_pool2d: _max_pool2d_route,
     F.max_pool2d_with_indices: _max_pool2d_with_indices_route,
 }
-_SIGNATURES = {route: inspect.signature(route) for route in _ROUTES.values()}
 
 
 class ConvPoolRouting(TorchFunctionMode):
@@ -99,13 +97,13 @@ class ConvPoolRouting(TorchFunctionMode):
         route = _ROUTES.get(func)
         if route is not None:
             try:
-                bound = _SIGNATURES[route].bind(*args, **kwargs)
+                result = route(*args, **kwargs)
             except TypeError:
-                bound = None
-            if bound is not None:
-                result = route(*bound.args, **bound.kwargs)
-                if result is not NotImplemented:
-                    return result
+                # Arguments that do not bind, or of a type convpool's ops reject: torch decides
+                # (it may accept what convpool cannot serve, or raises its own error).
+                result = NotImplemented
+            if result is not NotImplemented:
+                return result
         return func(*args, **kwargs)
 
 
