@@ -94,6 +94,8 @@ TRANSPOSE_ERRORS = [
     ("output-too-small", lambda f: f(t4, tw, padding=4), RuntimeError, r"Given input size per channel: \(5 x 5\). Calculated output size per channel: \(-1 x -1\). Output size is too small", True),
     ("output-padding-not-below-stride-or-dilation", lambda f: f(t4, tw, stride=2, output_padding=2), RuntimeError, "output padding must be smaller than either stride or dilation, but got output_padding_height: 2 output_padding_width: 2 stride_height: 2 stride_width: 2 dilation_height: 1 dilation_width: 1", True),
     ("output-padding-one-axis", lambda f: f(t4, tw, stride=(2, 1), dilation=(1, 3), output_padding=(2, 2)), RuntimeError, "output padding must be smaller than either stride or dilation", True),
+    ("stride-huge", lambda f: f(t4, tw, stride=2**62), RuntimeError, r"overflows int64 \(output size per channel", True),
+    ("dilation-huge", lambda f: f(t4, tw, dilation=2**62), RuntimeError, "overflows int64", True),
     ("padding-huge", lambda f: f(t4, tw, padding=2**62), RuntimeError, "Output size is too small|expected padding to be at most", True),
     ("weight-dtype", lambda f: f(t4, tw.double()), RuntimeError, r"Input type \(Float\) and weight type \(Double\) should be the same", True),
     ("input-dtype", lambda f: f(t4.double(), tw), RuntimeError, r"Input type \(Double\) and weight type \(Float\) should be the same", True),

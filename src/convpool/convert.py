@@ -22,9 +22,8 @@ def _swap_class(module: nn.Module, cls) -> nn.Module:
 def convert(module: nn.Module) -> nn.Module:
     """Returns `module` with every nn.Conv2d, nn.ConvTranspose2d and nn.MaxPool2d (exact type;
     subclasses are left alone) replaced by convpool.Conv2d / ConvTranspose2d / MaxPool2d,
-    recursively. Like
-    torch.nn.SyncBatchNorm.convert_sync_batchnorm, children are replaced in place and the
-    (possibly new) root is returned."""
+    recursively. Like torch.nn.SyncBatchNorm.convert_sync_batchnorm, children are replaced in
+    place and the (possibly new) root is returned."""
     replacement = _REPLACEMENTS.get(type(module))
     result = _swap_class(module, replacement) if replacement is not None else module
     for name, child in list(result.named_children()):

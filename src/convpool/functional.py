@@ -99,6 +99,7 @@ def _type_name(t: torch.Tensor) -> str:
 
 
 _CONV_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_INT64_MAX = 2**63 - 1
 
 
 def _check_conv_transpose2d_tensors(input, weight, bias):
@@ -177,6 +178,9 @@ def _conv_transpose2d_output_sizes(input, weight, bias, stride, padding, output_
             f"dilation_height: {dilation[0]} dilation_width: {dilation[1]}")
     out_hw = [(size - 1) * s - 2 * p + d * (k - 1) + op + 1 for size, s, p, d, k, op in
               zip(sizes[2:], stride, padding, dilation, w_sizes[2:], output_padding)]
+    if max(out_hw) > _INT64_MAX:
+        raise RuntimeError(f"conv_transpose2d: size arithmetic overflows int64 (output size per "
+                           f"channel: ({out_hw[0]} x {out_hw[1]}))")
     if out_hw[0] < 1 or out_hw[1] < 1:
         raise RuntimeError(f"Given input size per channel: ({sizes[2]} x {sizes[3]}). Calculated "
                            f"output size per channel: ({out_hw[0]} x {out_hw[1]}). Output size "

@@ -1,4 +1,5 @@
-"""convpool.enable(): run torch's own conv2d / conv_transpose2d / max_pool2d calls on convpool's kernels.
+"""convpool.enable(): run torch's own conv2d / conv_transpose2d / max_pool2d calls on convpool's
+kernels.
 
     with convpool.enable():
         out = torchvision.models.inception_v3(init_weights=False)(x)   # unchanged model code
