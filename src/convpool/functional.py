@@ -202,7 +202,9 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor,
     float64, float16, bfloat16 (others raise NotImplementedError; torch also computes int64 and
     complex, and convpool.enable() leaves those calls to it). Bad arguments raise torch's
     RuntimeError / TypeError messages. Under torch.autocast the operands are cast as torch
-    casts them (conv_transpose2d is in its lower-precision list).
+    casts them (conv_transpose2d is in its lower-precision list). float16 / bfloat16 with a bias:
+    the sum is rounded to the dtype before the bias is added (torch rounds once), so a result
+    can differ from torch's by up to an ulp of the sum before the bias.
 
     How: a transposed convolution is the input-gradient of the convolution that maps its output
     to its input (Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016,
