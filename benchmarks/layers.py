@@ -4,6 +4,9 @@ Conv ops: forward, grad_input (dgrad), grad_weight (wgrad) and the whole forward
 autograd. torch's side is torch.nn.functional.conv2d and aten.convolution_backward with an
 output_mask selecting one gradient; convpool's side is convpool.conv2d and its
 torch.ops.convpool.conv2d_grad_input / conv2d_grad_weight ops.
+Transposed-conv ops: forward and the whole forward+backward through autograd,
+torch.nn.functional.conv_transpose2d against convpool.conv_transpose2d (whose forward is
+convpool's dgrad op, its backward convpool's fprop and wgrad ops).
 Pool ops: max_pool2d forward without and with indices, and its backward
 (aten.max_pool2d_with_indices_backward vs torch.ops.convpool.max_pool2d_backward), each side
 given the indices it produced itself.
@@ -23,13 +26,14 @@ import convpool
 
 try:  # run as `python benchmarks/run.py` (script dir on sys.path) or imported as a package
     from measure import check_errors, error_stats, peak_extra_memory, time_alternating, tolerance
-    from suites import ConvCase, PoolCase
+    from suites import ConvCase, PoolCase, TransposeCase
 except ImportError:  # pragma: no cover
     from .measure import check_errors, error_stats, peak_extra_memory, time_alternating, tolerance
-    from .suites import ConvCase, PoolCase
+    from .suites import ConvCase, PoolCase, TransposeCase
 
 aten = torch.ops.aten
 CONV_OPS = ["forward", "grad_input", "grad_weight", "fwd+bwd"]
+TRANSPOSE_OPS = ["forward", "fwd+bwd"]
 POOL_OPS = ["forward", "forward+indices", "backward"]
 ERROR_COLUMNS = ["err_torch_abs", "err_torch_rel", "err_f64_abs", "err_f64_rel"]
 
@@ -136,6 +140,52 @@ def conv_ops(case: ConvCase, batch: int, channels_last: bool, precision: Precisi
            lambda: fwd_bwd(F.conv2d, x, w, b, grad_out),
            lambda: fwd_bwd(convpool.conv2d, x, w, b, grad_out),
            lambda: fwd_bwd(F.conv2d, x64, w64, b64, go64),
+           fwd_bwd_reductions, flops=6 * macs),
+    ]
+
+
+def transpose_ops(case: TransposeCase, batch: int, channels_last: bool, precision: Precision,
+                  device: torch.device, generator: torch.Generator) -> List[Op]:
+    dtype = precision.dtype
+    k_h, k_w = case.kernel
+    out_h, out_w = case.out_size
+    args = (list(case.stride), list(case.padding), list(case.output_padding))
+
+    def rand(*shape):
+        t = torch.randn(*shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        return _layout(t, channels_last) if len(shape) == 4 else t
+
+    x = rand(batch, case.in_channels, case.height, case.width)
+    w = rand(case.in_channels, case.out_channels, k_h, k_w)
+    b = rand(case.out_channels) if case.bias else None
+    grad_out = rand(batch, case.out_channels, out_h, out_w)
+    x64, w64, go64 = (t.to(torch.float64) for t in (x, w, grad_out))
+    b64 = b.to(torch.float64) if b is not None else None
+
+    def fwd_bwd(conv, inp, weight, bias, go):
+        leaves = [t.detach().requires_grad_() for t in (inp, weight, bias) if t is not None]
+        out = conv(*leaves[:2], leaves[2] if bias is not None else None, *args)
+        return (out, *torch.autograd.grad(out, leaves, go))
+
+    macs = batch * case.in_channels * case.height * case.width * case.out_channels * k_h * k_w
+    # An output element sums the input channels times the taps landing on it: ceil(k / stride)
+    # per axis. Its input gradient is a convolution (all k_h * k_w taps per output channel).
+    reduce_forward = (case.in_channels * math.ceil(k_h / case.stride[0])
+                      * math.ceil(k_w / case.stride[1]))
+    reduce_dgrad = case.out_channels * k_h * k_w
+    reduce_wgrad = batch * case.height * case.width
+    fwd_bwd_reductions = [reduce_forward, reduce_dgrad, reduce_wgrad] + (
+        [batch * out_h * out_w] if case.bias else [])
+    return [
+        Op("forward",
+           lambda: (F.conv_transpose2d(x, w, b, *args),),
+           lambda: (convpool.conv_transpose2d(x, w, b, *args),),
+           lambda: (F.conv_transpose2d(x64, w64, b64, *args),),
+           [reduce_forward], flops=2 * macs),
+        Op("fwd+bwd",
+           lambda: fwd_bwd(F.conv_transpose2d, x, w, b, grad_out),
+           lambda: fwd_bwd(convpool.conv_transpose2d, x, w, b, grad_out),
+           lambda: fwd_bwd(F.conv_transpose2d, x64, w64, b64, go64),
            fwd_bwd_reductions, flops=6 * macs),
     ]
 

@@ -70,7 +70,7 @@ def console_line(row: Dict) -> str:
 
 def summarize(rows: List[Dict]) -> List[Dict]:
     """Geometric mean of R per (device, precision, suite, op), plus an 'all' line per
-    (device, precision, kind) where kind is conv, pool or model."""
+    (device, precision, kind) where kind is conv, transpose, pool or model."""
     groups: "OrderedDict[tuple, List[Dict]]" = OrderedDict()
     for row in rows:
         op = f"{row['kind']} {row['op']}"

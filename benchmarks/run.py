@@ -146,6 +146,14 @@ def train_batch_for(args, device: torch.device) -> int:
     return args.train_batch or (2 if args.quick else (32 if device.type == "cuda" else 8))
 
 
+# Case type -> (row kind, function building its ops, the op names).
+LAYER_KINDS = {
+    suites.ConvCase: ("conv", layers.conv_ops, layers.CONV_OPS),
+    suites.TransposeCase: ("transpose", layers.transpose_ops, layers.TRANSPOSE_OPS),
+    suites.PoolCase: ("pool", layers.pool_ops, layers.POOL_OPS),
+}
+
+
 def plan(args, device: torch.device):
     """(kind, suite, case_name, shape, channels_last, batch, op_count, make_ops) per case."""
     train_batch = train_batch_for(args, device)
@@ -153,13 +161,11 @@ def plan(args, device: torch.device):
     tasks = []
     for case in suites.cases_for([s for s in args.suite if s not in ("models", "overhead")],
                                  args.quick):
-        is_conv = isinstance(case, suites.ConvCase)
-        make = layers.conv_ops if is_conv else layers.pool_ops
+        kind, make, op_names = LAYER_KINDS[type(case)]
         for layout in args.layout:
             for batch in batches:
-                tasks.append(("conv" if is_conv else "pool", case.suite, case.name,
-                              case.describe(), layout == "NHWC", batch,
-                              len(layers.CONV_OPS if is_conv else layers.POOL_OPS),
+                tasks.append((kind, case.suite, case.name, case.describe(), layout == "NHWC",
+                              batch, len(op_names),
                               lambda p, g, case=case, batch=batch, layout=layout, make=make:
                               make(case, batch, layout == "NHWC", p, device, g)))
     if "overhead" in args.suite:

@@ -6,8 +6,8 @@ run.py crosses every case with batch 1 (inference latency) and a training batch,
 every requested dtype.
 
 `quick=True` marks the representative subset that `run.py --quick` uses (about one layer per
-network and operation kind, chosen to cover 1x1 / 3x3 / large kernels, strides, depthwise and
-dilation while keeping the 2-minute budget).
+network and operation kind, chosen to cover 1x1 / 3x3 / large kernels, strides, depthwise,
+dilation and transposed convolutions while keeping the 2-minute budget).
 """
 from dataclasses import dataclass
 from typing import List, Tuple
@@ -47,6 +47,38 @@ class ConvCase:
         if self.groups != 1:
             extra += " dw" if self.groups == self.in_channels else f" g{self.groups}"
         return (f"{self.in_channels}->{self.out_channels} {k}{extra} @{self.height}x{self.width}")
+
+
+@dataclass(frozen=True)
+class TransposeCase:
+    """A transposed convolution (conv_transpose2d); height / width are its input's, weight
+    (in_channels, out_channels / groups, kH, kW)."""
+    suite: str
+    name: str
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: Tuple[int, int]
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    output_padding: Tuple[int, int] = (0, 0)
+    bias: bool = False
+    quick: bool = False
+
+    @property
+    def out_size(self) -> Tuple[int, int]:
+        return tuple((size - 1) * s - 2 * p + (k - 1) + op + 1 for size, k, s, p, op in
+                     zip((self.height, self.width), self.kernel, self.stride, self.padding,
+                         self.output_padding))
+
+    def describe(self) -> str:
+        k = "x".join(map(str, self.kernel))
+        extra = f" s{self.stride[0]}" if self.stride != (1, 1) else ""
+        extra += f" p{self.padding[0]}" if self.padding != (0, 0) else ""
+        out_h, out_w = self.out_size
+        return (f"{self.in_channels}->{self.out_channels} T{k}{extra} "
+                f"@{self.height}x{self.width}->{out_h}x{out_w}")
 
 
 @dataclass(frozen=True)
@@ -169,6 +201,43 @@ DILATED = [
     _conv("dilated", "aspp rate18", 2048, 256, 33, 3, 1, 18, 18),
 ]
 
+def _transpose(suite, name, cin, cout, hw, k, s=1, p=0, op=0, bias=False, quick=False):
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    h, w = pair(hw)
+    return TransposeCase(suite, name, cin, cout, h, w, pair(k), pair(s), pair(p), pair(op), bias,
+                         quick)
+
+
+# Transposed convolutions of decoders (input sizes are the layer's input):
+# - U-Net: Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation"
+#   (MICCAI 2015), Fig. 1: the four "up-conv 2x2" (stride 2, halving the channels) on the
+#   572x572-input network's 28, 52, 100 and 196 maps. With bias.
+# - DCGAN generator: Radford et al., "Unsupervised Representation Learning with Deep
+#   Convolutional Generative Adversarial Networks" (ICLR 2016), Fig. 1 (4 -> 8 -> 16 -> 32 -> 64
+#   maps, 1024 -> 512 -> 256 -> 128 -> 3 channels), with the 4x4 stride-2 padding-1 kernels of
+#   pytorch/examples dcgan/main.py; bias-free (BatchNorm follows).
+# - FCN-8s: Long et al., "Fully Convolutional Networks for Semantic Segmentation" (CVPR 2015),
+#   the voc-fcn8s upsampling layers (21 classes, no bias): upscore2 and upscore_pool4 (4x4 s2) and
+#   upscore8 (16x16 s8), on the 16, 34 and 70 maps of a 500x500 PASCAL VOC image (input padded by
+#   100, as the reference net).
+# - Mask R-CNN mask head: He et al., "Mask R-CNN" (ICCV 2017), Fig. 4 "deconv 2x2 s2", 256
+#   channels on 14x14 RoI features, as torchvision's MaskRCNNPredictor.conv5_mask; one RoI per
+#   batch element.
+DECODERS = [
+    _transpose("decoders", "unet up1", 1024, 512, 28, 2, 2, bias=True),
+    _transpose("decoders", "unet up2", 512, 256, 52, 2, 2, bias=True, quick=True),
+    _transpose("decoders", "unet up3", 256, 128, 100, 2, 2, bias=True),
+    _transpose("decoders", "unet up4", 128, 64, 196, 2, 2, bias=True),
+    _transpose("decoders", "dcgan conv1", 1024, 512, 4, 4, 2, 1),
+    _transpose("decoders", "dcgan conv2", 512, 256, 8, 4, 2, 1, quick=True),
+    _transpose("decoders", "dcgan conv3", 256, 128, 16, 4, 2, 1),
+    _transpose("decoders", "dcgan conv4", 128, 3, 32, 4, 2, 1),
+    _transpose("decoders", "fcn8s upscore2", 21, 21, 16, 4, 2),
+    _transpose("decoders", "fcn8s upscore_pool4", 21, 21, 34, 4, 2, quick=True),
+    _transpose("decoders", "fcn8s upscore8", 21, 21, 70, 16, 8),
+    _transpose("decoders", "maskrcnn conv5_mask", 256, 256, 14, 2, 2, bias=True),
+]
+
 # Max pooling from the same networks: the ResNet stem (3x3 s2 p1 on 64x112x112, He et al.
 # Table 1), VGG-16's 2x2 s2 pools (Simonyan & Zisserman Table 1), AlexNet's overlapping 3x3 s2
 # pool (Krizhevsky et al. Section 3.4) and SqueezeNet 1.0's 3x3 s2 ceil_mode pools (Iandola et
@@ -193,24 +262,28 @@ CONV_SUITES = {
     "deepbench": DEEPBENCH,
     "dilated": DILATED,
 }
+TRANSPOSE_SUITES = {"decoders": DECODERS}
 POOL_SUITES = {"pool": POOL}
 # "models" runs whole torchvision networks (models.py); "tiny" is a two-case suite for the tests.
 TINY = [
     _conv("tiny", "3x3", 4, 8, 9, 3, 1, 1, bias=True, quick=True),
     PoolCase("tiny", "3x3 s2 ceil", 4, 9, 9, (3, 3), (2, 2), (1, 1), ceil_mode=True, quick=True),
+    _transpose("tiny", "T4x4 s2", 8, 4, 5, 4, 2, 1, bias=True, quick=True),
 ]
 # "overhead" times tiny problems, where the per-call cost is all there is (layers.overhead_ops).
-ALL_SUITES = list(CONV_SUITES) + list(POOL_SUITES) + ["models", "overhead"]
+ALL_SUITES = (list(CONV_SUITES) + list(TRANSPOSE_SUITES) + list(POOL_SUITES)
+              + ["models", "overhead"])
 HIDDEN_SUITES = ["tiny"]
 
 
 def cases_for(suites: List[str], quick: bool):
-    """The conv and pool cases of the named suites (the quick subset when quick)."""
+    """The conv, transposed-conv and pool cases of the named suites (the quick subset when quick)."""
     cases = []
     for suite in suites:
         if suite == "tiny":
             cases += TINY
         else:
-            table = CONV_SUITES.get(suite) or POOL_SUITES.get(suite) or []
+            table = (CONV_SUITES.get(suite) or TRANSPOSE_SUITES.get(suite)
+                     or POOL_SUITES.get(suite) or [])
             cases += [c for c in table if c.quick or not quick]
     return cases

@@ -41,6 +41,18 @@ CONV_CASES = {
     "unbatched": ((3, 5, 6), 2, (2, 2), 1, 0, 1, 1, True),
 }
 
+# conv_transpose2d: input (N, C, H, W) or (C, H, W); out_channels, kernel, stride, padding,
+# output_padding, dilation, groups, bias. Its forward is the dgrad kernel, its backward fprop and
+# wgrad.
+TRANSPOSE_CASES = {
+    "unet": ((2, 6, 4, 5), 4, (2, 2), 2, 0, 0, 1, 1, True),
+    "dcgan_tiles": ((2, 5, 4, 4), 36, (4, 4), 2, 1, 0, 1, 1, False),  # M, N > 32
+    "output_padding": ((1, 4, 5, 4), 6, (3, 3), (2, 3), 1, (1, 2), 1, 2, True),
+    "output_padding_over_stride": ((2, 2, 4, 4), 4, (2, 3), 1, 0, (2, 1), (3, 2), 2, True),
+    "depthwise": ((2, 4, 5, 5), 4, (3, 3), 2, 1, 1, 1, 4, True),
+    "unbatched": ((3, 4, 5), 2, (3, 3), 2, 1, 1, 1, 1, True),
+}
+
 # input, kernel, stride, padding, dilation, ceil_mode
 POOL_CASES = {
     "basic": ((2, 3, 6, 7), 2, None, 0, 1, False),
@@ -86,13 +98,28 @@ def conv_results(x, w, b, args, fn):
     return [y] + list(grads)
 
 
-def check_conv(case, precision, layout, device="cpu"):
+def make_transpose(case, dtype, layout, device="cpu", seed=0):
+    shape, out_ch, kernel, stride, padding, output_padding, dilation, groups, has_bias = \
+        TRANSPOSE_CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    in_ch = shape[-3]
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    w = torch.randn((in_ch, out_ch // groups) + tuple(kernel), generator=g, dtype=torch.float64)
+    b = torch.randn(out_ch, generator=g, dtype=torch.float64) if has_bias else None
+    x, w = to_layout(x, layout).to(dtype).to(device), to_layout(w, layout).to(dtype).to(device)
+    b = b.to(dtype).to(device) if b is not None else None
+    return x, w, b, dict(stride=stride, padding=padding, output_padding=output_padding,
+                         dilation=dilation, groups=groups)
+
+
+def _check_against_float64(case, precision, layout, make, fn, ref_fn, device):
+    """fn's output and gradients against ref_fn in float64 on the CPU; the layout as torch's."""
     dtype, tf32 = PRECISIONS[precision]
-    x, w, b, args = make_conv(case, dtype, layout, device)
+    x, w, b, args = make(case, dtype, layout, device)
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=tf32):
-        got = conv_results(x, w, b, args, convpool.conv2d)
+        got = conv_results(x, w, b, args, fn)
     ref = conv_results(x.cpu().double(), w.cpu().double(), b.cpu().double() if b is not None else None,
-                       args, F.conv2d)
+                       args, ref_fn)
     atol, rtol = TOLERANCES["tf32" if tf32 else dtype]
     names = ["output", "grad_input", "grad_weight", "grad_bias"]
     for name, r, e in zip(names, got, ref):
@@ -102,11 +129,20 @@ def check_conv(case, precision, layout, device="cpu"):
         torch.testing.assert_close(r.cpu().double(), e, atol=atol * scale, rtol=rtol * scale,
                                    msg=lambda m: f"{case} {dtype} {layout} {name}: {m}")
     # The output layout follows torch's choice.
-    y_ref = F.conv2d(x.cpu(), w.cpu(), b.cpu() if b is not None else None, **args) \
+    y_ref = ref_fn(x.cpu(), w.cpu(), b.cpu() if b is not None else None, **args) \
         if dtype != torch.float16 else None
     if y_ref is not None and y_ref.dim() == 4:
         assert got[0].is_contiguous(memory_format=torch.channels_last) == \
             y_ref.is_contiguous(memory_format=torch.channels_last)
+
+
+def check_conv(case, precision, layout, device="cpu"):
+    _check_against_float64(case, precision, layout, make_conv, convpool.conv2d, F.conv2d, device)
+
+
+def check_transpose(case, precision, layout, device="cpu"):
+    _check_against_float64(case, precision, layout, make_transpose, convpool.conv_transpose2d,
+                           F.conv_transpose2d, device)
 
 
 def make_pool_input(shape, dtype, layout, device="cpu", seed=0):

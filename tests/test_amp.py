@@ -1,6 +1,6 @@
-"""torch.autocast: convpool.conv2d casts like torch's conv2d (to the region's dtype), max_pool2d runs
-in its input's dtype (torch's is in no autocast list); results, dtypes and gradients match torch's
-under the same autocast region."""
+"""torch.autocast: convpool.conv2d and conv_transpose2d cast like torch's (to the region's dtype),
+max_pool2d runs in its input's dtype (torch's is in no autocast list); results, dtypes and
+gradients match torch's under the same autocast region."""
 import copy
 
 import pytest
@@ -118,6 +118,36 @@ def test_autocast_cpu_op_dtypes(dtype):
             assert convpool.conv2d(x, w, b).dtype == torch.float32
     # Outside the region, nothing is cast.
     assert convpool.conv2d(x, w, b).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_autocast_cpu_conv_transpose2d(dtype):
+    """torch puts conv_transpose2d in the same lower-precision list; convpool's (a composition of
+    ops) casts its operands itself: same dtypes and values, gradients of fp32 leaves in fp32."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, generator=g, requires_grad=True)
+    w = torch.randn(4, 3, 4, 4, generator=g, requires_grad=True)
+    b = torch.randn(3, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=dtype):
+        y = convpool.conv_transpose2d(x, w, b, stride=2, padding=1)
+        expected = torch.nn.functional.conv_transpose2d(x, w, b, stride=2, padding=1)
+        assert y.dtype == expected.dtype == dtype
+        # Ours rounds twice (the sum, then sum + bias), torch once: up to an ulp of the larger of
+        # |sum| and |output| apart, beyond the accumulation order.
+        eps = torch.finfo(dtype).eps
+        scale = expected.abs().max().item() + b.abs().max().item()
+        torch.testing.assert_close(y, expected, rtol=2 * eps, atol=2 * eps * scale)
+        assert convpool.conv_transpose2d(x.to(dtype), w, b).dtype == dtype  # mixed: all cast
+        assert convpool.conv_transpose2d(x.double(), w.double()).dtype == torch.float64
+        with torch.autocast("cpu", enabled=False):
+            assert convpool.conv_transpose2d(x, w, b).dtype == torch.float32
+    go = torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    for ours, theirs in zip(torch.autograd.grad(y, (x, w, b), go),
+                            torch.autograd.grad(expected, (x, w, b), go)):
+        assert ours.dtype == theirs.dtype == torch.float32
+        scale = theirs.abs().max().item()
+        torch.testing.assert_close(ours / scale, theirs / scale, **GRAD_TOLERANCES[dtype])
+    assert convpool.conv_transpose2d(x, w, b).dtype == torch.float32  # outside the region
 
 
 def test_autocast_rule_registered_for_cpu_and_cuda():

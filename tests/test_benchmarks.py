@@ -39,9 +39,12 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
         assert key in results["meta"], key
     assert results["meta"]["threads"] == 1
     rows = results["rows"]
-    # 1 conv case x 4 ops + 1 pool case x 3 ops, x 2 layouts x 2 batch sizes
-    assert len(rows) == (4 + 3) * 2 * 2
-    assert {r["op"] for r in rows} == set(layers.CONV_OPS) | set(layers.POOL_OPS)
+    # 1 conv case x 4 ops + 1 pool case x 3 ops + 1 transposed-conv case x 2 ops, x 2 layouts x
+    # 2 batch sizes
+    assert len(rows) == (4 + 3 + 2) * 2 * 2
+    assert {r["op"] for r in rows} == (set(layers.CONV_OPS) | set(layers.POOL_OPS)
+                                       | set(layers.TRANSPOSE_OPS))
+    assert {r["kind"] for r in rows} == {"conv", "pool", "transpose"}
     for row in rows:
         for column in ERROR_COLUMNS + ["torch_ms", "convpool_ms", "R", "R_cpu", "torch_mem",
                                        "convpool_mem"]:

@@ -1,12 +1,15 @@
 """torch.compile(fullgraph=True) traces the convpool ops (through their fake kernels) without graph
 breaks, with dynamic shapes, and the compiled net matches eager, forward and backward;
-torch.export keeps them as torch.ops.convpool calls."""
+torch.export keeps them as torch.ops.convpool calls. conv_transpose2d, a composition of convpool
+ops, traces to those ops."""
 import copy
 
 import pytest
 import torch
 import torchvision
+from functorch.compile import make_boxed_func
 from torch import nn
+from torch._dynamo.backends.common import aot_autograd
 
 import convpool
 from helpers import TOLERANCES
@@ -126,6 +129,76 @@ def test_export_resnet18_calls_convpool_ops(tmp_path):
     exported = torch.export.load(tmp_path / "resnet18.pt2").module()
     for n in (2, 5):
         x = torch.randn(n, 3, 64, 64)
+        expected = model(x)
+        torch.testing.assert_close(exported(x), expected)
+        torch.testing.assert_close(expected, reference(x), **TOLERANCES[torch.float32])
+
+
+class Decoder(nn.Module):
+    """Transposed convolutions: a DCGAN-style 4x4 s2 p1 up-sampling, then a grouped one whose
+    output_padding reaches the stride (below the dilation), which zero-pads its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.up1 = convpool.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+        self.up2 = convpool.ConvTranspose2d(4, 2, 3, stride=(2, 1), padding=1,
+                                            output_padding=(1, 1), dilation=(1, 2), groups=2,
+                                            bias=False)
+
+    def forward(self, x):
+        return self.up2(torch.relu(self.up1(x)))
+
+
+def test_compile_dynamic_decoder_matches_eager(fresh_dynamo):
+    torch.manual_seed(0)
+    net = Decoder()
+    compiled = torch.compile(net, fullgraph=True, dynamic=True)  # inductor
+    for shape in [(2, 8, 5, 4), (3, 8, 7, 6)]:
+        x = torch.randn(shape)
+        assert_same_results(forward_backward(compiled, x), forward_backward(net, x))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_compile_decoder_traces_to_convpool_ops(fresh_dynamo):
+    """Forward and backward graphs (AOTAutograd) call convpool's dgrad, fprop and wgrad ops and
+    no torch convolution: F.conv_transpose2d's work is all convpool's."""
+    torch.manual_seed(0)
+    net = Decoder()
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return make_boxed_func(graph_module.forward)
+
+    compiled = torch.compile(net, fullgraph=True, backend=aot_autograd(fw_compiler=capture,
+                                                                       bw_compiler=capture))
+    x = torch.randn(2, 8, 5, 4)
+    assert_same_results(forward_backward(compiled, x), forward_backward(net, x))
+    forward_graph, backward_graph = graphs
+    assert _convpool_targets(forward_graph) == [torch.ops.convpool.conv2d_grad_input.default] * 2
+    assert sorted(map(str, _convpool_targets(backward_graph))) == sorted(
+        ["convpool.conv2d.default"] * 2 + ["convpool.conv2d_grad_weight.default"] * 2)
+    for graph in graphs:
+        assert not [node for node in graph.graph.nodes if "conv" in str(node.target)
+                    and not str(node.target).startswith("convpool.")]
+
+
+def test_export_decoder_calls_convpool_ops(tmp_path):
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), nn.ReLU(),
+                              nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
+    model = convpool.convert(copy.deepcopy(reference))
+    x = torch.randn(2, 8, 6, 5)
+    batch = torch.export.Dim("batch", min=1, max=16)
+    program = torch.export.export(model, (x,), dynamic_shapes={"input": {0: batch}})
+    for graph_module in (program.graph_module, program.run_decompositions().graph_module):
+        assert _convpool_targets(graph_module) == [torch.ops.convpool.conv2d_grad_input.default] * 2
+        assert not [node for node in graph_module.graph.nodes if "conv" in str(node.target)
+                    and not str(node.target).startswith("convpool.")]
+    torch.export.save(program, tmp_path / "decoder.pt2")
+    exported = torch.export.load(tmp_path / "decoder.pt2").module()
+    for n in (2, 5):
+        x = torch.randn(n, 8, 6, 5)
         expected = model(x)
         torch.testing.assert_close(exported(x), expected)
         torch.testing.assert_close(expected, reference(x), **TOLERANCES[torch.float32])

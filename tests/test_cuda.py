@@ -32,6 +32,13 @@ def test_conv2d(case, precision, layout):
 
 
 @pytest.mark.parametrize("layout", cc.LAYOUTS)
+@pytest.mark.parametrize("precision", list(cc.PRECISIONS))
+@pytest.mark.parametrize("case", list(cc.TRANSPOSE_CASES))
+def test_conv_transpose2d(case, precision, layout):
+    cc.check_transpose(case, precision, layout, device="cuda")
+
+
+@pytest.mark.parametrize("layout", cc.LAYOUTS)
 @pytest.mark.parametrize("dtype", cc.DTYPES, ids=str)
 @pytest.mark.parametrize("case", list(cc.POOL_CASES))
 def test_max_pool2d(case, dtype, layout):

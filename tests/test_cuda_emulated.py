@@ -40,6 +40,13 @@ def test_conv2d(emulated, case, precision, layout):
 
 
 @pytest.mark.parametrize("layout", cc.LAYOUTS)
+@pytest.mark.parametrize("precision", list(cc.PRECISIONS))
+@pytest.mark.parametrize("case", list(cc.TRANSPOSE_CASES))
+def test_conv_transpose2d(emulated, case, precision, layout):
+    cc.check_transpose(case, precision, layout)
+
+
+@pytest.mark.parametrize("layout", cc.LAYOUTS)
 @pytest.mark.parametrize("dtype", cc.DTYPES, ids=str)
 @pytest.mark.parametrize("case", list(cc.POOL_CASES))
 def test_max_pool2d(emulated, case, dtype, layout):
@@ -134,6 +141,7 @@ def _run_sample(fn, sample):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("op_name, fn, ref", [
     ("nn.functional.conv2d", convpool.conv2d, F.conv2d),
+    ("nn.functional.conv_transpose2d", convpool.conv_transpose2d, F.conv_transpose2d),
     ("nn.functional.max_pool2d", convpool.max_pool2d, F.max_pool2d),
 ])
 def test_opinfo_samples(op_name, fn, ref, dtype):

@@ -56,6 +56,61 @@ CONV_ERRORS = [
     ("complex-input", lambda f: f(x4.cfloat(), w.cfloat()), NotImplementedError, "not implemented for 'ComplexFloat'", False),
 ]
 
+t4 = torch.randn(2, 4, 5, 5)
+tw = torch.randn(4, 3, 3, 3)  # (C_in, C_out / groups, kH, kW)
+TRANSPOSE_ERRORS = [
+    ("2d-input", lambda f: f(torch.randn(5, 5), tw), RuntimeError, r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv_transpose2d, but got input of size: \[5, 5\]", True),
+    ("5d-input", lambda f: f(torch.randn(1, 2, 4, 5, 5), tw), RuntimeError, r"input to conv_transpose2d, but got input of size: \[1, 2, 4, 5, 5\]", True),
+    # torch reports a stride of the wrong length here (it infers the dimensions from the weight).
+    ("3d-weight", lambda f: f(t4, torch.randn(4, 3, 3)), RuntimeError, r"expected a 4-dimensional weight|expected stride", True),
+    ("groups-0", lambda f: f(t4, tw, groups=0), RuntimeError, "non-positive groups is not supported", True),
+    ("groups-negative", lambda f: f(t4, tw, groups=-1), RuntimeError, "non-positive groups is not supported", True),
+    ("stride-3-tuple", lambda f: f(t4, tw, stride=(1, 1, 1)), RuntimeError, r"expected stride to be a single integer value or a list of 2 values to match the convolution dimensions, but got stride=\[1, 1, 1\]", True),
+    ("padding-3-tuple", lambda f: f(t4, tw, padding=(1, 1, 1)), RuntimeError, r"expected padding to be a single integer value or a list of 2 values", True),
+    ("output-padding-3-tuple", lambda f: f(t4, tw, output_padding=(1, 1, 1)), RuntimeError, r"expected output_padding to be a single integer value or a list of 2 values to match the convolution dimensions, but got output_padding=\[1, 1, 1\]", True),
+    ("dilation-empty", lambda f: f(t4, tw, dilation=()), RuntimeError, r"expected dilation to be a single integer value or a list of 2 values to match the convolution dimensions, but got dilation=\[\]", True),
+    ("stride-float", lambda f: f(t4, tw, stride=1.5), TypeError, "argument 'stride' must be tuple of ints, not float", True),
+    ("padding-string", lambda f: f(t4, tw, padding="same"), TypeError, "argument 'padding' must be tuple of ints, not str", True),
+    ("padding-negative", lambda f: f(t4, tw, padding=-1), RuntimeError, "negative padding is not supported", True),
+    ("output-padding-negative", lambda f: f(t4, tw, stride=3, output_padding=(1, -1)), RuntimeError, "negative output_padding is not supported", True),
+    ("stride-0", lambda f: f(t4, tw, stride=0), RuntimeError, "non-positive stride is not supported", True),
+    ("stride-negative", lambda f: f(t4, tw, stride=(2, -1)), RuntimeError, "non-positive stride is not supported", True),
+    ("dilation-negative", lambda f: f(t4, tw, dilation=-1), RuntimeError, "dilation should be greater than zero", True),
+    # torch's oneDNN path reports an internal error here.
+    ("dilation-0", lambda f: f(t4, tw, dilation=0), RuntimeError, "dilation should be greater than zero", True),
+    ("weight-smaller-than-groups", lambda f: f(torch.randn(2, 2, 5, 5), torch.randn(2, 3, 3, 3), groups=4), RuntimeError, r"Given groups=4, expected weight to be at least 4 at dimension 0, but got weight of size \[2, 3, 3, 3\] instead", True),
+    ("groups-not-dividing-in", lambda f: f(torch.randn(2, 3, 5, 5), torch.randn(3, 2, 3, 3), groups=2), RuntimeError, r"Given groups=2, expected weight to be divisible by 2 at dimension 0, but got weight of size \[\[3, 2, 3, 3\]\] instead", True),
+    ("in-channels-0", lambda f: f(torch.randn(2, 0, 5, 5), torch.randn(0, 3, 3, 3)), RuntimeError, "expected weight to be at least 1 at dimension 0", True),
+    ("channel-mismatch", lambda f: f(torch.randn(2, 3, 5, 5), tw), RuntimeError, r"Given transposed=1, weight of size \[4, 3, 3, 3\], expected input\[2, 3, 5, 5\] to have 4 channels, but got 3 channels instead", True),
+    ("channel-mismatch-unbatched", lambda f: f(torch.randn(3, 5, 5), tw), RuntimeError, r"expected input\[1, 3, 5, 5\] to have 4 channels", True),
+    ("bias-length", lambda f: f(t4, tw, torch.randn(4)), RuntimeError, r"Given transposed=1, weight of size \[4, 3, 3, 3\], expected bias to be 1-dimensional with 3 elements, but got bias of size \[4\] instead", True),
+    ("bias-2d", lambda f: f(t4, tw, torch.randn(3, 1)), RuntimeError, r"but got bias of size \[3, 1\] instead", True),
+    ("bias-length-groups", lambda f: f(t4, tw, torch.randn(3), groups=2), RuntimeError, "expected bias to be 1-dimensional with 6 elements", True),
+    ("empty-height", lambda f: f(torch.randn(2, 4, 0, 5), tw), RuntimeError, r"Only zero batch or zero channel inputs are supported, but got input shape: \[2, 4, 0, 5\]", True),
+    ("empty-width-unbatched", lambda f: f(torch.randn(4, 5, 0), tw), RuntimeError, r"but got input shape: \[1, 4, 5, 0\]", True),
+    # torch's oneDNN path reports internal errors for these three; its slow path, these messages.
+    ("kernel-size-0", lambda f: f(t4, torch.randn(4, 3, 0, 3)), RuntimeError, "kernel size should be greater than zero, but got kernel_height: 0 kernel_width: 3", True),
+    ("out-channels-0", lambda f: f(t4, torch.randn(4, 0, 3, 3)), RuntimeError, r"non-empty 2D or 4D weight tensor expected, but got: \[4, 0, 3, 3\]", True),
+    ("output-too-small", lambda f: f(t4, tw, padding=4), RuntimeError, r"Given input size per channel: \(5 x 5\). Calculated output size per channel: \(-1 x -1\). Output size is too small", True),
+    ("output-padding-not-below-stride-or-dilation", lambda f: f(t4, tw, stride=2, output_padding=2), RuntimeError, "output padding must be smaller than either stride or dilation, but got output_padding_height: 2 output_padding_width: 2 stride_height: 2 stride_width: 2 dilation_height: 1 dilation_width: 1", True),
+    ("output-padding-one-axis", lambda f: f(t4, tw, stride=(2, 1), dilation=(1, 3), output_padding=(2, 2)), RuntimeError, "output padding must be smaller than either stride or dilation", True),
+    ("stride-huge", lambda f: f(t4, tw, stride=2**62), RuntimeError, r"overflows int64 \(output size per channel", True),
+    ("dilation-huge", lambda f: f(t4, tw, dilation=2**62), RuntimeError, "overflows int64", True),
+    ("padding-huge", lambda f: f(t4, tw, padding=2**62), RuntimeError, "Output size is too small|expected padding to be at most", True),
+    ("weight-dtype", lambda f: f(t4, tw.double()), RuntimeError, r"Input type \(Float\) and weight type \(Double\) should be the same", True),
+    ("input-dtype", lambda f: f(t4.double(), tw), RuntimeError, r"Input type \(Double\) and weight type \(Float\) should be the same", True),
+    ("bias-dtype", lambda f: f(t4, tw, torch.randn(3, dtype=torch.float64)), RuntimeError, r"Input type \(Float\) and bias type \(Double\) should be the same", True),
+    ("integer-bias", lambda f: f(t4, tw, torch.ones(3, dtype=torch.int32)), RuntimeError, r"bias type \(Int\) should be the same", True),
+    ("bool-input", lambda f: f(t4.bool(), tw.bool()), NotImplementedError, "not implemented for 'Bool'", True),
+    # torch returns an uninitialized tensor for a CPU input with a meta weight or bias.
+    ("weight-on-other-device", lambda f: f(t4, tw.to("meta")), RuntimeError, "input and weight should be on the same device, but got input on cpu and weight on meta", False),
+    ("bias-on-other-device", lambda f: f(t4, tw, torch.randn(3, device="meta")), RuntimeError, "input and bias should be on the same device, but got input on cpu and bias on meta", False),
+    # torch computes integer and complex transposed convolutions; convpool's kernels are floating
+    # point (convpool.enable() leaves those calls to torch).
+    ("integer-input", lambda f: f(t4.long(), tw.long()), NotImplementedError, "not implemented for 'Long'", False),
+    ("complex-input", lambda f: f(t4.cfloat(), tw.cfloat()), NotImplementedError, "not implemented for 'ComplexFloat'", False),
+]
+
 p4 = torch.randn(2, 3, 8, 8)
 POOL_ERRORS = [
     ("kernel-0", lambda f: f(p4, 0), RuntimeError, "kernel size should be greater than zero|stride should not be zero", True),
@@ -95,6 +150,16 @@ def test_conv2d_errors(row):
     if torch_raises:
         with pytest.raises(Exception):
             call(F.conv2d)
+
+
+@pytest.mark.parametrize("row", TRANSPOSE_ERRORS, ids=_ids(TRANSPOSE_ERRORS))
+def test_conv_transpose2d_errors(row):
+    _, call, error, regex, torch_raises = row
+    with pytest.raises(error, match=regex):
+        call(convpool.conv_transpose2d)
+    if torch_raises:
+        with pytest.raises(Exception):
+            call(F.conv_transpose2d)
 
 
 @pytest.mark.parametrize("row", POOL_ERRORS, ids=_ids(POOL_ERRORS))
@@ -140,6 +205,10 @@ MODULE_ERRORS = [
     ("conv-bad-padding-string", lambda: convpool.Conv2d(4, 4, 3, padding="full"), ValueError, "Invalid padding string 'full'"),
     ("conv-same-strided", lambda: convpool.Conv2d(4, 4, 3, padding="same", stride=2), ValueError, "padding='same' is not supported for strided convolutions"),
     ("conv-forward-channel-mismatch", lambda: convpool.Conv2d(4, 4, 3)(torch.randn(1, 5, 8, 8)), RuntimeError, "expected input\\[1, 5, 8, 8\\] to have 4 channels"),
+    ("transpose-groups-0", lambda: convpool.ConvTranspose2d(4, 4, 3, groups=0), ValueError, "groups must be a positive integer"),
+    ("transpose-bad-padding-mode", lambda: convpool.ConvTranspose2d(4, 4, 3, padding_mode="reflect"), ValueError, "Only \"zeros\" padding mode is supported"),
+    ("transpose-forward-channel-mismatch", lambda: convpool.ConvTranspose2d(4, 4, 3)(torch.randn(1, 5, 8, 8)), RuntimeError, "expected input\\[1, 5, 8, 8\\] to have 4 channels"),
+    ("transpose-output-size-unreachable", lambda: convpool.ConvTranspose2d(4, 4, 3, stride=2)(torch.randn(1, 4, 5, 5), output_size=[20, 20]), ValueError, "requested an output size of \\[20, 20\\]"),
     ("pool-forward-padding-too-large", lambda: convpool.MaxPool2d(2, 2, 2)(torch.randn(1, 1, 8, 8)), RuntimeError, "pad should be at most half of effective kernel size"),
     ("pool-forward-bool", lambda: convpool.MaxPool2d(2)(torch.ones(1, 1, 4, 4, dtype=torch.bool)), NotImplementedError, "not implemented for 'Bool'"),
 ]

@@ -1,6 +1,7 @@
-"""convpool.enable(): torch's functional conv2d / max_pool2d calls (and so nn.Conv2d, nn.MaxPool2d
-and models calling F.max_pool2d directly) run on convpool's ops; calls convpool cannot serve stay
-torch's; leaving the context restores torch. Calls are counted where they reach the dispatcher."""
+"""convpool.enable(): torch's functional conv2d / conv_transpose2d / max_pool2d calls (and so
+nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d and models calling F.max_pool2d directly) run on
+convpool's ops; calls convpool cannot serve stay torch's; leaving the context restores torch.
+Calls are counted where they reach the dispatcher."""
 import collections
 
 import pytest
@@ -105,6 +106,8 @@ def test_conv2d_module_forward_and_backward(kwargs):
 def _entry_points():
     x = torch.randn(2, 3, 10, 9)
     w = torch.randn(4, 3, 3, 2)
+    wt, bt = torch.randn(3, 1, 3, 2), torch.randn(1)  # conv_transpose2d: (C_in, C_out / groups, ...)
+    transposed = nn.ConvTranspose2d(3, 2, 3, 2, 1)
     return [
         ("F.max_pool2d", lambda: F.max_pool2d(x, 3, 2, 1, ceil_mode=True)),
         ("F.max_pool2d return_indices", lambda: F.max_pool2d(x, 3, return_indices=True)),
@@ -115,6 +118,10 @@ def _entry_points():
         ("integer max_pool2d", lambda: F.max_pool2d((x * 10).to(torch.int32), 2)),
         ("torch.conv2d", lambda: torch.conv2d(x, w, None, 2, 1)),
         ("F.conv2d keywords", lambda: F.conv2d(input=x, weight=w, padding="same", dilation=2)),
+        ("F.conv_transpose2d", lambda: F.conv_transpose2d(x, wt, bt, stride=2, output_padding=1)),
+        ("torch.conv_transpose2d positional", lambda: torch.conv_transpose2d(x, wt, None, 2, 1, 1, 1, 2)),
+        ("F.conv_transpose2d keywords", lambda: F.conv_transpose2d(input=x, weight=wt, groups=3, dilation=2)),
+        ("nn.ConvTranspose2d output_size", lambda: transposed(x, output_size=[20, 18])),
     ]
 
 
@@ -141,6 +148,41 @@ def test_conv2d_convpool_cannot_serve_goes_to_torch(dtype):
     actual, routed = run_counted(F.conv2d, x, w, routed=True)
     assert routed.convpool_calls() == {}
     assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64])
+def test_conv_transpose2d_convpool_cannot_serve_goes_to_torch(dtype):
+    x = (torch.randn(1, 2, 5, 5) * 4).to(dtype)
+    w = (torch.randn(2, 3, 3, 3) * 4).to(dtype)
+    expected = F.conv_transpose2d(x, w, stride=2)
+    with pytest.raises(NotImplementedError):
+        convpool.conv_transpose2d(x, w, stride=2)
+    actual, routed = run_counted(lambda: F.conv_transpose2d(x, w, stride=2), routed=True)
+    assert routed.convpool_calls() == {}
+    assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1, output_padding=1),
+                                    dict(stride=2, groups=2, bias=False)])
+def test_conv_transpose2d_module_forward_and_backward(kwargs):
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 6, 3, dtype=torch.float64, **kwargs)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+
+    def forward_backward(x):
+        out = layer(x)
+        return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+
+    (expected, expected_grads), _ = run_counted(forward_backward, x, routed=False)
+    (actual, grads), routed = run_counted(forward_backward, x, routed=True)
+    assert routed.torch_conv_pool_calls() == {}
+    # Forward: the dgrad op; backward: fprop (input) and wgrad (weight); the bias gradient is the
+    # sum of the bias add's backward.
+    assert routed.convpool_calls() == {"convpool.conv2d_grad_input": 1, "convpool.conv2d": 1,
+                                       "convpool.conv2d_grad_weight": 1}
+    torch.testing.assert_close(actual, expected)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_rejected_calls_get_torchs_errors():

@@ -2,7 +2,9 @@
 
 torch.autocast puts conv2d in its lower-precision list: floating-point inputs (not float64) on the
 autocast device are cast to the region's dtype (torch.get_autocast_dtype) and the op runs there.
-convpool.conv2d gets the same rule. The other ops need none:
+convpool.conv2d gets the same rule, and so does convpool.conv_transpose2d (torch's is in the same
+list): it is a composition of ops, so it casts its operands itself (cast_lower_precision). The
+other ops need none:
   - max_pool2d is in no autocast list in PyTorch: it runs in its input's dtype (autocast falls
     through for ops without a rule);
   - the backward ops receive the already-cast tensors the forward saved, and the gradients of fp32
@@ -24,6 +26,16 @@ def _cast_for_autocast(value, device_type: str, dtype: torch.dtype):
             and value.device.type == device_type and value.dtype != torch.float64):
         return value.to(dtype)
     return value
+
+
+def cast_lower_precision(device_type: str, *args):
+    """args cast as autocast casts those of an op in its lower-precision list, when an autocast
+    region is active for device_type (else unchanged): for functions that are compositions of
+    convpool ops rather than one op with the rule above."""
+    if device_type not in _DEVICE_TYPES or not torch.is_autocast_enabled(device_type):
+        return args
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(_cast_for_autocast(a, device_type, dtype) for a in args)
 
 
 def _lower_precision_kernel(op, device_type: str):

@@ -1,9 +1,11 @@
-"""convert(model): swap every torch.nn.Conv2d / MaxPool2d for convpool's, keeping everything else."""
+"""convert(model): swap every torch.nn.Conv2d / ConvTranspose2d / MaxPool2d for convpool's, keeping
+everything else."""
 from torch import nn
 
-from .modules import Conv2d, MaxPool2d
+from .modules import Conv2d, ConvTranspose2d, MaxPool2d
 
-_REPLACEMENTS = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d}
+_REPLACEMENTS = {nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d,
+                 nn.MaxPool2d: MaxPool2d}
 
 
 def _swap_class(module: nn.Module, cls) -> nn.Module:
@@ -18,10 +20,10 @@ def _swap_class(module: nn.Module, cls) -> nn.Module:
 
 
 def convert(module: nn.Module) -> nn.Module:
-    """Returns `module` with every nn.Conv2d and nn.MaxPool2d (exact type; subclasses are left
-    alone) replaced by convpool.Conv2d / convpool.MaxPool2d, recursively. Like
-    torch.nn.SyncBatchNorm.convert_sync_batchnorm, children are replaced in place and the
-    (possibly new) root is returned."""
+    """Returns `module` with every nn.Conv2d, nn.ConvTranspose2d and nn.MaxPool2d (exact type;
+    subclasses are left alone) replaced by convpool.Conv2d / ConvTranspose2d / MaxPool2d,
+    recursively. Like torch.nn.SyncBatchNorm.convert_sync_batchnorm, children are replaced in
+    place and the (possibly new) root is returned."""
     replacement = _REPLACEMENTS.get(type(module))
     result = _swap_class(module, replacement) if replacement is not None else module
     for name, child in list(result.named_children()):

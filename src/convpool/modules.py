@@ -27,3 +27,17 @@ class MaxPool2d(nn.MaxPool2d):
         return functional.max_pool2d(input, self.kernel_size, self.stride, self.padding,
                                      self.dilation, ceil_mode=self.ceil_mode,
                                      return_indices=self.return_indices)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """torch.nn.ConvTranspose2d computed by convpool.conv_transpose2d; forward(input,
+    output_size=None) derives output_padding from output_size as torch does."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
+                                              self.kernel_size, 2, self.dilation)
+        return functional.conv_transpose2d(input, self.weight, self.bias, self.stride,
+                                           self.padding, output_padding, self.groups,
+                                           self.dilation)

@@ -1,14 +1,17 @@
-"""convpool.enable(): run torch's own conv2d / max_pool2d calls on convpool's kernels.
+"""convpool.enable(): run torch's own conv2d / conv_transpose2d / max_pool2d calls on convpool's
+kernels.
 
     with convpool.enable():
         out = torchvision.models.inception_v3(init_weights=False)(x)   # unchanged model code
 
 A torch.overrides.TorchFunctionMode intercepts the functional entry points that models call —
 torch.conv2d (which is torch.nn.functional.conv2d, and what nn.Conv2d.forward calls),
+torch.conv_transpose2d (likewise F.conv_transpose2d, called by nn.ConvTranspose2d.forward),
 torch.max_pool2d, torch.nn.functional.max_pool2d and max_pool2d_with_indices — and sends them to
-convpool.conv2d / convpool.max_pool2d. A call convpool cannot serve (a dtype, device, layout or
-tensor subclass its ops do not take, or arguments that do not bind) goes to torch unchanged, so
-the mode never turns a call torch accepts into an error. Every other function passes through.
+convpool.conv2d / conv_transpose2d / max_pool2d. A call convpool cannot serve (a dtype, device,
+layout or tensor subclass its ops do not take, or arguments that do not bind) goes to torch
+unchanged, so the mode never turns a call torch accepts into an error. Every other function
+passes through.
 
 torch pops the mode while its handler runs, so convpool's own torch calls (F.pad, torch.ops) are
 not intercepted again: no recursion."""
@@ -57,6 +60,15 @@ def _conv2d_route(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     return functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
+def _conv_transpose2d_route(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                            groups=1, dilation=1):
+    tensors = (input, weight) if bias is None else (input, weight, bias)
+    if not all(_servable(t, _CONV_DTYPES, _CONV_DEVICE_TYPES) for t in tensors):
+        return NotImplemented
+    return functional.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+                                       groups, dilation)
+
+
 def _max_pool2d_route(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                       return_indices=False):
     if not _servable(input, _POOL_DTYPES, _POOL_DEVICE_TYPES):
@@ -78,11 +90,12 @@ def _torch_max_pool2d_route(input, kernel_size, stride=(), padding=0, dilation=1
     return _max_pool2d_route(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-# Function objects as the mode sees them: F.conv2d is torch.conv2d itself; F.max_pool2d is a
-# boolean_dispatch wrapper whose two branches report themselves as F.max_pool2d (values) and
-# F.max_pool2d_with_indices (return_indices=True).
+# Function objects as the mode sees them: F.conv2d is torch.conv2d itself, F.conv_transpose2d
+# torch.conv_transpose2d; F.max_pool2d is a boolean_dispatch wrapper whose two branches report
+# themselves as F.max_pool2d (values) and F.max_pool2d_with_indices (return_indices=True).
 _ROUTES = {
     torch.conv2d: _conv2d_route,
+    torch.conv_transpose2d: _conv_transpose2d_route,
     torch.max_pool2d: _torch_max_pool2d_route,
     F.max_pool2d: _max_pool2d_route,
     F.max_pool2d_with_indices: _max_pool2d_with_indices_route,
@@ -108,9 +121,10 @@ class ConvPoolRouting(TorchFunctionMode):
 
 
 def enable() -> ConvPoolRouting:
-    """A context manager under which torch.nn.functional.conv2d / max_pool2d (and torch.conv2d,
-    torch.max_pool2d, F.max_pool2d_with_indices), hence nn.Conv2d and nn.MaxPool2d too, run on
-    convpool's kernels; calls convpool cannot serve (e.g. integer or complex conv) stay torch's.
+    """A context manager under which torch.nn.functional.conv2d / conv_transpose2d / max_pool2d
+    (and torch.conv2d, torch.conv_transpose2d, torch.max_pool2d, F.max_pool2d_with_indices), hence
+    nn.Conv2d, nn.ConvTranspose2d and nn.MaxPool2d too, run on convpool's kernels; calls
+    convpool cannot serve (e.g. integer or complex conv) stay torch's.
 
         with convpool.enable():
             y = model(x)
