@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import convpool
+from convpool.backends import cpu as cpu_backend
 
 try:  # run as `python benchmarks/run.py` (script dir on sys.path) or imported as a package
     from measure import check_errors, error_stats, peak_extra_memory, time_alternating, tolerance
@@ -72,6 +73,9 @@ class Op:
     # > 0: also allow this many times torch's own error against float64 (whole models, whose
     # conditioning amplifies rounding beyond any per-layer rule).
     torch_error_factor: float = 0.0
+    # The CPU algorithm(s) convpool runs for this operation (convpool.backends.cpu.selected), asked
+    # after the timing so that an autotuned choice is what is reported; None: not a single op.
+    algorithm: Optional[Callable[[], str]] = None
 
 
 def _layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -120,27 +124,35 @@ def conv_ops(case: ConvCase, batch: int, channels_last: bool, precision: Precisi
     reduce_wgrad = batch * out_h * out_w
     fwd_bwd_reductions = [reduce_forward, reduce_dgrad, reduce_wgrad] + (
         [reduce_wgrad] if case.bias else [])
+    op_args = {"conv2d": (x, w, b, stride, padding, dilation, groups),
+               "conv2d_grad_input": (grad_out, w, list(x.shape), stride, padding, dilation, groups),
+               "conv2d_grad_weight": (grad_out, x, list(w.shape), stride, padding, dilation, groups)}
+
+    def algorithm(*ops):
+        return lambda: "+".join(cpu_backend.selected(name, *op_args[name]) or "-" for name in ops)
+
     return [
         Op("forward",
            lambda: (F.conv2d(x, w, b, *args),),
            lambda: (convpool.conv2d(x, w, b, *args),),
            lambda: (F.conv2d(x64, w64, b64, *args),),
-           [reduce_forward], flops=2 * macs),
+           [reduce_forward], flops=2 * macs, algorithm=algorithm("conv2d")),
         Op("grad_input",
            lambda: (torch_backward(grad_out, x, w, [True, False, False])[0],),
            lambda: (torch.ops.convpool.conv2d_grad_input(grad_out, w, list(x.shape), *args),),
            lambda: (torch_backward(go64, x64, w64, [True, False, False])[0],),
-           [reduce_dgrad], flops=2 * macs),
+           [reduce_dgrad], flops=2 * macs, algorithm=algorithm("conv2d_grad_input")),
         Op("grad_weight",
            lambda: (torch_backward(grad_out, x, w, [False, True, False])[1],),
            lambda: (torch.ops.convpool.conv2d_grad_weight(grad_out, x, list(w.shape), *args),),
            lambda: (torch_backward(go64, x64, w64, [False, True, False])[1],),
-           [reduce_wgrad], flops=2 * macs),
+           [reduce_wgrad], flops=2 * macs, algorithm=algorithm("conv2d_grad_weight")),
         Op("fwd+bwd",
            lambda: fwd_bwd(F.conv2d, x, w, b, grad_out),
            lambda: fwd_bwd(convpool.conv2d, x, w, b, grad_out),
            lambda: fwd_bwd(F.conv2d, x64, w64, b64, go64),
-           fwd_bwd_reductions, flops=6 * macs),
+           fwd_bwd_reductions, flops=6 * macs,
+           algorithm=algorithm("conv2d", "conv2d_grad_input", "conv2d_grad_weight")),
     ]
 
 
@@ -207,17 +219,23 @@ def pool_ops(case: PoolCase, batch: int, channels_last: bool, precision: Precisi
     index_bytes = values.numel() * 8
     # Windows overlapping one input element: ceil(k / s) per axis; its gradient sums that many.
     overlap = math.prod(math.ceil(k / s) for k, s in zip(kernel, stride))
+
+    def algorithm(name, *op_args):
+        return lambda: cpu_backend.selected(name, *op_args) or "-"
+
     return [
         Op("forward",
            lambda: (F.max_pool2d(x, *pool_args),),
            lambda: (convpool.max_pool2d(x, *pool_args),),
            lambda: (F.max_pool2d(x64, *pool_args),),
-           [1], bytes=in_bytes + out_bytes),
+           [1], bytes=in_bytes + out_bytes,
+           algorithm=algorithm("max_pool2d_values", x, *pool_args)),
         Op("forward+indices",
            lambda: F.max_pool2d(x, *pool_args, return_indices=True),
            lambda: convpool.max_pool2d(x, *pool_args, return_indices=True),
            lambda: F.max_pool2d(x64, *pool_args, return_indices=True),
-           [1, 1], bytes=in_bytes + out_bytes + index_bytes, indices_at=1),
+           [1, 1], bytes=in_bytes + out_bytes + index_bytes, indices_at=1,
+           algorithm=algorithm("max_pool2d", x, *pool_args)),
         Op("backward",
            lambda: (aten.max_pool2d_with_indices_backward(grad_out, x, *pool_args,
                                                           torch_indices),),
@@ -225,7 +243,8 @@ def pool_ops(case: PoolCase, batch: int, channels_last: bool, precision: Precisi
                                                            *pool_args),),
            lambda: (aten.max_pool2d_with_indices_backward(go64, x64, *pool_args,
                                                           torch_indices),),
-           [overlap], bytes=out_bytes + index_bytes + in_bytes),
+           [overlap], bytes=out_bytes + index_bytes + in_bytes,
+           algorithm=algorithm("max_pool2d_backward", grad_out, x, convpool_indices, *pool_args)),
     ]
 
 
@@ -307,6 +326,8 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
     if device.type == "cpu":
         row.update({"torch_cpu_ms": torch_cpu_s * 1e3, "convpool_cpu_ms": convpool_cpu_s * 1e3,
                     "R_cpu": torch_cpu_s / convpool_cpu_s if convpool_cpu_s > 0 else None})
+    if op.algorithm is not None and device.type == "cpu":
+        row["algorithm"] = op.algorithm()
     if op.flops:
         row.update({"unit": "GFLOP/s", "torch_rate": op.flops / torch_s / 1e9,
                     "convpool_rate": op.flops / convpool_s / 1e9})

@@ -55,6 +55,8 @@ COLUMNS = [
                                          f"{_fmt(r.get('err_f64_rel'), '.1e')}"),
     ("torch rel vs f64", 8, lambda r: _fmt(r.get("torch_err_f64_rel"), ".1e")),
     ("mem MiB torch/cp", 13, lambda r: f"{_mem(r.get('torch_mem'))}/{_mem(r.get('convpool_mem'))}"),
+    # The CPU algorithm convpool ran (heuristic's or, with --autotune, the tuned one).
+    ("algorithm", 27, lambda r: r.get("algorithm") or "-"),
     ("flag", 0, lambda r: f"FLAG: {r['flag']}" if r.get("flag") else (
         f"note: {r['note']}" if r.get("note") else "")),
 ]

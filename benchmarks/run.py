@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --quick                  # ~2 minutes on 2 CPU cores
     python benchmarks/run.py --device all --dtype float32 bfloat16 --suite resnet18 pool
+    python benchmarks/run.py --quick --autotune       # CPU algorithms chosen by timing them
 
 Writes under --out (default benchmarks/out): results.json, report.md and PNG plots of
 R = torch time / convpool time; prints the table as it goes. See measure.py for how time, error,
@@ -27,6 +28,7 @@ import measure  # noqa: E402
 import models  # noqa: E402
 import report  # noqa: E402
 import suites  # noqa: E402
+from convpool.backends import cpu as cpu_backend  # noqa: E402
 from layers import Precision  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
@@ -58,6 +60,10 @@ def parse_args(argv=None):
                         help="NHWC = torch.channels_last")
     parser.add_argument("--image-size", type=int, default=None,
                         help="model-level input size (default: quick 64, else 224)")
+    parser.add_argument("--autotune", action="store_true",
+                        help="convpool.backends.cpu.benchmark = True: each new problem times its "
+                             "CPU algorithms first (in the untimed correctness call); the report "
+                             "gives the tuning time")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     args.suite = args.suite or list(suites.ALL_SUITES)
@@ -135,6 +141,7 @@ def metadata(args, devices) -> Dict:
         "tf32": ("per precision row: 'float32' = TF32 off, 'float32+tf32' = TF32 on "
                  "(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32, "
                  "same for both sides)" if any(d.type == "cuda" for d in devices) else "n/a (CPU)"),
+        "autotune": args.autotune,
         "quick": args.quick, "timing_rounds": args.reps, "min_run_time_s": args.min_time,
         "train_batch": ", ".join(f"{d.type} {train_batch_for(args, d)}" for d in devices),
         "layouts": " ".join(args.layout),
@@ -190,6 +197,7 @@ def plan(args, device: torch.device):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    cpu_backend.benchmark = args.autotune
     os.makedirs(args.out, exist_ok=True)
     devices = devices_for(args.device)
     from tqdm import tqdm
@@ -241,6 +249,10 @@ def main(argv=None) -> int:
             del ops
     meta["wall_time_s"] = round(time.perf_counter() - started, 1)
     meta["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    if args.autotune:
+        problems, seconds, _ = cpu_backend.tuning_stats()
+        meta["tuning"] = (f"{problems} problems timed in {seconds:.1f} s "
+                          f"({100 * seconds / meta['wall_time_s']:.1f}% of the run)")
 
     summary = report.summarize(rows)
     lines = report.summary_lines(summary)
@@ -252,6 +264,8 @@ def main(argv=None) -> int:
         print(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores: other processes "
               "competed for the CPU, times and R are noisy (errors are not); compare with "
               "--threads 1 or on an idle machine")
+    if args.autotune:
+        print(f"autotuning: {meta['tuning']}")
     print(f"{len(flagged)} of {len(rows)} rows flagged"
           + (": see FLAG above and report.md" if flagged else ""))
     plots = [] if args.no_plots else report.write_plots(args.out, rows, summary)

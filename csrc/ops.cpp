@@ -8,6 +8,7 @@
 #include <exception>
 #include <string>
 
+#include "cpu/registry.h"
 #include "cpu/winograd.h"
 #include "shape.h"
 
@@ -158,8 +159,9 @@ PyObject* cpu_winograd_mode(PyObject*, PyObject* args) {
 }
 
 // convpool._C._cpu_conv2d_algorithm(op, dtype, input_size, weight_size, stride, padding, dilation,
-// groups): the CPU algorithm for conv2d (op "fprop") or its grad_input ("dgrad"); dtype is
-// "float32", "float64", "float16" or "bfloat16"; sizes are 4-tuples, stride / padding /
+// groups): the registry name of the CPU algorithm for conv2d (op "fprop") or its grad_input
+// ("dgrad") on contiguous tensors (convpool.backends.cpu.selected takes the op's own arguments);
+// dtype is "float32", "float64", "float16" or "bfloat16"; sizes are 4-tuples, stride / padding /
 // dilation ints.
 PyObject* cpu_conv2d_algorithm(PyObject*, PyObject* args) {
   const char *op = nullptr, *dtype = nullptr;
@@ -185,7 +187,110 @@ PyObject* cpu_conv2d_algorithm(PyObject*, PyObject* args) {
   }
 }
 
+// convpool._C._cpu_force([name]): the forced CPU algorithm (None: none; initially
+// CONVPOOL_CPU_ALGO); with an argument (a name, or None / "" to clear) sets it first.
+// convpool.backends.cpu.force wraps it.
+PyObject* cpu_force(PyObject*, PyObject* args) {
+  PyObject* name = nullptr;
+  if (!PyArg_ParseTuple(args, "|O", &name)) return nullptr;
+  try {
+    if (name != nullptr) {
+      if (name == Py_None) {
+        convpool::cpu::set_forced(nullptr);
+      } else {
+        const char* text = PyUnicode_AsUTF8(name);
+        if (text == nullptr) return nullptr;
+        convpool::cpu::set_forced(text);
+      }
+    }
+    const char* current = convpool::cpu::forced();
+    if (current == nullptr) Py_RETURN_NONE;
+    return PyUnicode_FromString(current);
+  } catch (const c10::Error& e) {  // an unknown name: the message without the C++ backtrace
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    return nullptr;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
+// convpool._C._cpu_query(on): True starts the debug query on this thread (the next CPU op call
+// records its algorithms instead of computing); False ends it and returns (applicable names in
+// heuristic order, selected name), or None if no op recorded. convpool.backends.cpu wraps it.
+PyObject* cpu_query(PyObject*, PyObject* args) {
+  int on = 0;
+  if (!PyArg_ParseTuple(args, "p", &on)) return nullptr;
+  thread_local convpool::cpu::QueryRecord record;
+  if (on) {
+    record = convpool::cpu::QueryRecord{};
+    convpool::cpu::set_query(&record);
+    Py_RETURN_NONE;
+  }
+  convpool::cpu::set_query(nullptr);
+  if (!record.recorded) Py_RETURN_NONE;
+  PyObject* names = PyList_New(0);
+  if (names == nullptr) return nullptr;
+  for (const std::string& name : record.applicable) {
+    PyObject* item = PyUnicode_FromString(name.c_str());
+    if (item == nullptr || PyList_Append(names, item) != 0) {
+      Py_XDECREF(item);
+      Py_DECREF(names);
+      return nullptr;
+    }
+    Py_DECREF(item);
+  }
+  return Py_BuildValue("(Ns)", names, record.selected.c_str());
+}
+
+// convpool._C._cpu_algorithm_table(): every registered CPU algorithm as (op, name, isa), op the
+// torch.ops.convpool name; for tests and force()'s check.
+PyObject* cpu_algorithm_table(PyObject*, PyObject*) {
+  const auto& entries = convpool::cpu::registered_names();
+  PyObject* out = PyList_New(0);
+  if (out == nullptr) return nullptr;
+  for (const auto& e : entries) {
+    PyObject* item = Py_BuildValue("(sss)", convpool::cpu::op_name(e.op), e.name,
+                                   convpool::cpu::isa_name(e.isa));
+    if (item == nullptr || PyList_Append(out, item) != 0) {
+      Py_XDECREF(item);
+      Py_DECREF(out);
+      return nullptr;
+    }
+    Py_DECREF(item);
+  }
+  return out;
+}
+
+// convpool._C._cpu_benchmark([on]): whether CPU autotuning is on (initially
+// CONVPOOL_CPU_BENCHMARK); with an argument, sets it first. convpool.backends.cpu.benchmark.
+PyObject* cpu_benchmark(PyObject*, PyObject* args) {
+  int on = -1;
+  if (!PyArg_ParseTuple(args, "|p", &on)) return nullptr;
+  if (on >= 0) convpool::cpu::set_benchmark(on != 0);
+  return PyBool_FromLong(convpool::cpu::benchmark_enabled());
+}
+
+// convpool._C._cpu_tuning_stats(): (problems timed, seconds spent timing, choices known).
+PyObject* cpu_tuning_stats(PyObject*, PyObject*) {
+  const auto stats = convpool::cpu::tuning_stats();
+  return Py_BuildValue("(LdL)", static_cast<long long>(stats.problems), stats.seconds,
+                       static_cast<long long>(stats.cached));
+}
+
+// convpool._C._cpu_tuning_clear(): forgets this process's tuning choices.
+PyObject* cpu_tuning_clear(PyObject*, PyObject*) {
+  convpool::cpu::clear_tuning();
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
+    {"_cpu_benchmark", cpu_benchmark, METH_VARARGS, "get / set CPU autotuning"},
+    {"_cpu_tuning_stats", cpu_tuning_stats, METH_NOARGS, "CPU autotuning statistics"},
+    {"_cpu_tuning_clear", cpu_tuning_clear, METH_NOARGS, "forget CPU autotuning choices"},
+    {"_cpu_force", cpu_force, METH_VARARGS, "get / set the forced CPU algorithm"},
+    {"_cpu_query", cpu_query, METH_VARARGS, "record the next CPU op's algorithms"},
+    {"_cpu_algorithm_table", cpu_algorithm_table, METH_NOARGS, "every CPU algorithm"},
     {"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
     {"_build_info", build_info, METH_NOARGS, "how this binary was built"},
     {"_cpu_winograd_mode", cpu_winograd_mode, METH_VARARGS, "get / set the CPU Winograd mode"},

@@ -117,7 +117,9 @@ def test_wheel_contents_and_metadata(dist):
     package = sorted(name for name in names if not name.startswith(f"convpool-{VERSION}.dist-info/"))
     extensions = [name for name in package if re.fullmatch(r"convpool/_C\..*\.so", name)]
     assert len(extensions) == 1, package
-    python_files = sorted(f"convpool/{path.name}" for path in (ROOT / "src" / "convpool").glob("*.py"))
+    source = ROOT / "src" / "convpool"
+    python_files = sorted(f"convpool/{path.relative_to(source).as_posix()}"
+                          for path in source.rglob("*.py") if "__pycache__" not in path.parts)
     assert sorted(set(package) - set(extensions)) == python_files  # and nothing else: no tests
 
     assert metadata["Name"] == "convpool" and metadata["Version"] == VERSION

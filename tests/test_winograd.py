@@ -84,7 +84,7 @@ def test_forced_matches_references(forced, layout, padding, shape, bias):
     x = make_tensor((n, ci, h, w_), torch.float32, layout, seed=1)
     w = make_tensor((co, ci, 3, 3), torch.float32, seed=2)
     b = make_tensor((1, 1, 1, co), torch.float32, seed=3).flatten() if bias else None
-    assert algorithm(x.shape, w.shape, padding) == "winograd"
+    assert algorithm(x.shape, w.shape, padding) == "winograd_f4x4"
     out = convpool.conv2d(x, w, b, padding=padding)
     check_against_references(out, x, w, b, padding)
     torch_out = F.conv2d(x, w, b, padding=padding)
@@ -106,7 +106,7 @@ def test_forced_long_reductions(forced, layout):
 def test_forced_gradients_through_autograd(forced, layout):
     """grad_input of a stride-1 3x3 conv is a Winograd conv too (flipped, transposed weight)."""
     n, ci, co, h, w_ = 2, 24, 40, 11, 14
-    assert algorithm((n, ci, h, w_), (co, ci, 3, 3), op="dgrad") == "winograd"
+    assert algorithm((n, ci, h, w_), (co, ci, 3, 3), op="dgrad") == "winograd_f4x4"
     x = make_tensor((n, ci, h, w_), torch.float32, layout, seed=4)
     w = make_tensor((co, ci, 3, 3), torch.float32, seed=5)
     b = make_tensor((1, 1, 1, co), torch.float32, seed=6).flatten()
@@ -129,7 +129,7 @@ def test_forced_half_types_use_float_tiles(forced, dtype, layout):
     x = make_tensor((2, 20, 10, 9), dtype, layout, seed=7)
     w = make_tensor((18, 20, 3, 3), dtype, seed=8)
     b = make_tensor((1, 1, 1, 18), dtype, seed=9).flatten()
-    assert algorithm(x.shape, w.shape, dtype=str(dtype).split(".")[1]) == "winograd"
+    assert algorithm(x.shape, w.shape, dtype=str(dtype).split(".")[1]) == "winograd_f4x4"
     out = convpool.conv2d(x, w, b, padding=1)
     assert out.dtype == dtype
     ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
@@ -160,7 +160,7 @@ def test_non_finite_values_give_torchs_pattern(forced, value, where):
 def test_float64_keeps_the_direct_path(forced):
     x = make_tensor((2, 32, 20, 20), torch.float64, seed=10)
     w = make_tensor((32, 32, 3, 3), torch.float64, seed=11)
-    assert algorithm(x.shape, w.shape, dtype="float64") == "gemm"
+    assert algorithm(x.shape, w.shape, dtype="float64") == "gemm_im2col"
     torch.testing.assert_close(convpool.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1),
                                rtol=1e-12, atol=1e-12)
 
@@ -205,29 +205,29 @@ def test_bitwise_the_same_for_any_thread_count(forced, layout, threads):
 def test_selector_picks_winograd_where_it_pays(winograd_mode):
     winograd_mode("auto")
     resnet = ((8, 64, 56, 56), (64, 64, 3, 3))
-    assert algorithm(*resnet) == "winograd"
-    assert algorithm(*resnet, op="dgrad") == "winograd"
-    assert algorithm((8, 256, 14, 14), (256, 256, 3, 3)) == "winograd"
-    assert algorithm(*resnet, dtype="float64") == "gemm"
-    assert algorithm((8, 1, 56, 56), (64, 1, 3, 3)) == "gemm"  # one input channel
-    assert algorithm((8, 64, 2, 2), (64, 64, 3, 3)) == "gemm"  # 2x2 output
-    assert algorithm((1, 512, 7, 7), (512, 512, 3, 3)) == "gemm"  # weight transform > savings
-    assert algorithm((4, 512, 7, 7), (512, 512, 3, 3)) == "gemm"
-    assert algorithm((8, 512, 7, 7), (512, 512, 3, 3)) == "winograd"  # ResNet-50's last 3x3
-    assert algorithm((1, 256, 14, 14), (256, 256, 3, 3)) == "winograd"
-    assert algorithm((1, 64, 12, 12), (64, 64, 3, 3)) == "gemm"  # 144 output pixels
-    assert algorithm((1, 16, 32, 32), (1024, 16, 3, 3)) == "gemm"  # short products, wide output
-    assert algorithm((1, 16, 28, 28), (256, 16, 3, 3)) == "winograd"
-    assert algorithm(*resnet, stride=2) == "gemm"
+    assert algorithm(*resnet) == "winograd_f4x4"
+    assert algorithm(*resnet, op="dgrad") == "winograd_f4x4"
+    assert algorithm((8, 256, 14, 14), (256, 256, 3, 3)) == "winograd_f4x4"
+    assert algorithm(*resnet, dtype="float64") == "gemm_im2col"
+    assert algorithm((8, 1, 56, 56), (64, 1, 3, 3)) == "gemm_im2col"  # one input channel
+    assert algorithm((8, 64, 2, 2), (64, 64, 3, 3)) == "gemm_im2col"  # 2x2 output
+    assert algorithm((1, 512, 7, 7), (512, 512, 3, 3)) == "gemm_im2col"  # weight transform > savings
+    assert algorithm((4, 512, 7, 7), (512, 512, 3, 3)) == "gemm_im2col"
+    assert algorithm((8, 512, 7, 7), (512, 512, 3, 3)) == "winograd_f4x4"  # ResNet-50's last 3x3
+    assert algorithm((1, 256, 14, 14), (256, 256, 3, 3)) == "winograd_f4x4"
+    assert algorithm((1, 64, 12, 12), (64, 64, 3, 3)) == "gemm_im2col"  # 144 output pixels
+    assert algorithm((1, 16, 32, 32), (1024, 16, 3, 3)) == "gemm_im2col"  # short products, wide output
+    assert algorithm((1, 16, 28, 28), (256, 16, 3, 3)) == "winograd_f4x4"
+    assert algorithm(*resnet, stride=2) == "gemm_im2col"
     assert algorithm(*resnet, op="dgrad", stride=2) == "gemm_col2im"
-    assert algorithm(*resnet, dilation=2) == "gemm"
-    assert algorithm((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "gemm"
-    assert algorithm((8, 64, 56, 56), (64, 64, 5, 5)) == "gemm"
+    assert algorithm(*resnet, dilation=2) == "gemm_im2col"
+    assert algorithm((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "gemm_im2col"
+    assert algorithm((8, 64, 56, 56), (64, 64, 5, 5)) == "gemm_im2col"
     winograd_mode("0")
-    assert algorithm(*resnet) == "gemm"
+    assert algorithm(*resnet) == "gemm_im2col"
     winograd_mode("1")
-    assert algorithm((1, 1, 2, 2), (1, 1, 3, 3)) == "winograd"
-    assert algorithm(*resnet, stride=2) == "gemm"  # forcing never applies it outside its shape
+    assert algorithm((1, 1, 2, 2), (1, 1, 3, 3)) == "winograd_f4x4"
+    assert algorithm(*resnet, stride=2) == "gemm_im2col"  # forcing never applies it outside its shape
 
 
 def test_auto_mode_parity_on_a_resnet_layer(winograd_mode):
@@ -235,7 +235,7 @@ def test_auto_mode_parity_on_a_resnet_layer(winograd_mode):
     x = make_tensor((2, 64, 28, 28), torch.float32, "channels_last", seed=16)
     w = make_tensor((64, 64, 3, 3), torch.float32, seed=17)
     b = make_tensor((1, 1, 1, 64), torch.float32, seed=18).flatten()
-    assert algorithm(x.shape, w.shape) == "winograd"
+    assert algorithm(x.shape, w.shape) == "winograd_f4x4"
     check_against_references(convpool.conv2d(x, w, b, padding=1), x, w, b, 1)
 
 

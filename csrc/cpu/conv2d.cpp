@@ -8,10 +8,12 @@
 //
 //   fprop  tile = W * col (NCHW output) or col^T * W^T (channels_last output, stored unit-stride);
 //          col is never built: packers read it from the input (implicit im2col). 3x3 stride-1
-//          convolutions where it pays run as Winograd F(4x4, 3x3) instead (winograd.h decides).
+//          convolutions may run as Winograd F(4x4, 3x3) instead (winograd.h).
 //   dgrad  stride 1: a convolution of grad_output with the flipped weight (the fprop path, so
-//          Winograd too);
-//          otherwise col = W^T * grad_output per tile, then col2im.
+//          Winograd too); any stride: col = W^T * grad_output per tile, then col2im.
+//
+// Which of these (or the depthwise kernels) runs is the registry's choice: the table at the
+// bottom of this file (registry.h).
 //   wgrad  sum += grad_output * col^T over tiles, in tile order (deterministic).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -19,17 +21,19 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/irange.h>
-#include <torch/library.h>
 
 #include <algorithm>
+#include <sstream>
+#include <string>
 #include <type_traits>
 #include <vector>
 
-#include "../conv2d_op.h"
-#include "../emu/routing.h"
+#include "../shape.h"
+#include "backends.h"
 #include "depthwise_conv2d.h"
 #include "memory.h"
 #include "gemm.h"
+#include "registry.h"
 #include "winograd.h"
 
 namespace convpool::cpu {
@@ -484,8 +488,6 @@ at::Tensor weight_matrices(const Conv2dParams& p, const at::Tensor& weight) {
 template <typename scalar_t>
 void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                 const at::Tensor* bias, at::Tensor& output) {
-  if (winograd::chosen(p, input.scalar_type()) && winograd::fprop(p, input, weight, bias, output))
-    return;
   using acc = acc_t<scalar_t>;
   const auto acc_options = input.options().dtype(c10::CppTypeToScalarType<acc>::value);
   const at::Tensor w = weight_matrices<scalar_t>(p, weight);
@@ -561,9 +563,18 @@ Conv2dParams dgrad_as_fprop_params(const Conv2dParams& p) {
   return q;
 }
 
+// Winograd where every value comes out finite; else (inf/NaN spread over whole tiles) the GEMM
+// recomputes the output, which then matches PyTorch's non-finite results.
+template <typename scalar_t>
+void winograd_fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                    const at::Tensor* bias, at::Tensor& output) {
+  if (!winograd::fprop(p, input, weight, bias, output))
+    fprop_impl<scalar_t>(p, input, weight, bias, output);
+}
+
 template <typename scalar_t>
 void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                    at::Tensor& grad_input) {
+                    at::Tensor& grad_input, bool winograd) {
   const Conv2dParams q = dgrad_as_fprop_params(p);
   // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
   const at::Tensor w = weight
@@ -572,16 +583,17 @@ void dgrad_by_fprop(const Conv2dParams& p, const at::Tensor& grad_output, const 
                            .transpose(1, 2)
                            .flip({3, 4})
                            .reshape({p.in_channels, p.out_channels_per_group(), p.kernel_h, p.kernel_w});
-  fprop_impl<scalar_t>(q, grad_output, w, nullptr, grad_input);
+  if (winograd) {
+    winograd_fprop<scalar_t>(q, grad_output, w, nullptr, grad_input);
+  } else {
+    fprop_impl<scalar_t>(q, grad_output, w, nullptr, grad_input);
+  }
 }
 
+// col = W^T * grad_output per tile, then col2im (any stride).
 template <typename scalar_t>
 void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                 at::Tensor& grad_input) {
-  if (dgrad_as_fprop(p)) {
-    dgrad_by_fprop<scalar_t>(p, grad_output, weight, grad_input);
-    return;
-  }
   using acc = acc_t<scalar_t>;
   const auto acc_options = grad_output.options().dtype(c10::CppTypeToScalarType<acc>::value);
   const at::Tensor w = weight_matrices<scalar_t>(p, weight);
@@ -689,38 +701,55 @@ void wgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
   }
 }
 
+// grad_bias's operands: grad_output's strides, channels, height, width, rows (N * H) and data.
 template <typename scalar_t>
-void grad_bias_impl(const at::Tensor& grad_output, at::Tensor& grad_bias) {
-  // Double accumulation: a long sum in float (or bf16) loses the small terms. The order of every
-  // sum is fixed by the shape alone, never by the thread count.
-  const Strides4 s = strides4(grad_output);
-  const int64_t n_size = grad_output.size(0), channels = grad_output.size(1);
-  const int64_t h_size = grad_output.size(2), w_size = grad_output.size(3);
-  const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
-  scalar_t* out = grad_bias.mutable_data_ptr<scalar_t>();
-  const int64_t rows = n_size * h_size;
-  if (s.c == 1 && channels > 1) {
-    // channels_last: a channel's values are a pixel apart, so sum whole pixels (one independent
-    // sum per channel, which vectorizes) over a fixed number of row blocks, then add the blocks.
-    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 16));
-    std::vector<double> part(blocks * channels, 0.0);
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        double* acc = part.data() + b * channels;
-        for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
-          const scalar_t* row = go + (r / h_size) * s.n + (r % h_size) * s.h;
-          for (int64_t w = 0; w < w_size; ++w)
-            for (int64_t c = 0; c < channels; ++c) acc[c] += static_cast<double>(row[w * s.w + c]);
-        }
+struct BiasOperands {
+  Strides4 s;
+  int64_t channels, h_size, w_size, rows;
+  const scalar_t* go;
+  scalar_t* out;
+};
+template <typename scalar_t>
+BiasOperands<scalar_t> bias_operands(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  return {strides4(grad_output), grad_output.size(1), grad_output.size(2), grad_output.size(3),
+          grad_output.size(0) * grad_output.size(2), grad_output.const_data_ptr<scalar_t>(),
+          grad_bias.mutable_data_ptr<scalar_t>()};
+}
+
+// grad_bias: double accumulation (a long sum in float or bf16 loses the small terms). The order
+// of every sum is fixed by the shape alone, never by the thread count.
+//
+// channels_last (unit channel stride): a channel's values are a pixel apart, so sum whole pixels
+// (one independent sum per channel, which vectorizes) over a fixed number of row blocks, then
+// add the blocks.
+template <typename scalar_t>
+void grad_bias_channels_last(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  const auto [s, channels, h_size, w_size, rows, go, out] =
+      bias_operands<scalar_t>(grad_output, grad_bias);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, 16));
+  std::vector<double> part(blocks * channels, 0.0);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double* acc = part.data() + b * channels;
+      for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
+        const scalar_t* row = go + (r / h_size) * s.n + (r % h_size) * s.h;
+        for (int64_t w = 0; w < w_size; ++w)
+          for (int64_t c = 0; c < channels; ++c) acc[c] += static_cast<double>(row[w * s.w + c]);
       }
-    });
-    for (int64_t c = 0; c < channels; ++c) {
-      double total = 0;
-      for (int64_t b = 0; b < blocks; ++b) total += part[b * channels + c];
-      out[c] = static_cast<scalar_t>(total);
     }
-    return;
+  });
+  for (int64_t c = 0; c < channels; ++c) {
+    double total = 0;
+    for (int64_t b = 0; b < blocks; ++b) total += part[b * channels + c];
+    out[c] = static_cast<scalar_t>(total);
   }
+}
+
+// Any layout: one channel per task, rows of the plane in order.
+template <typename scalar_t>
+void grad_bias_planes(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  const auto [s, channels, h_size, w_size, rows, go, out] =
+      bias_operands<scalar_t>(grad_output, grad_bias);
   at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
     constexpr int kChains = 8;  // independent partial sums: one chain would wait on every add
     for (int64_t c = c0; c < c1; ++c) {
@@ -742,65 +771,255 @@ void grad_bias_impl(const at::Tensor& grad_output, at::Tensor& grad_bias) {
 #define CONVPOOL_DISPATCH_CONV_TYPES(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-}  // namespace
+// ---- the registry of the conv ops (registry.h) ------------------------------------------------
 
-// The algorithm the CPU backend runs for conv2d ("fprop") or conv2d_grad_input ("dgrad") of `p`:
-// "depthwise", "winograd", "gemm" or (dgrad only) "gemm_col2im". Follows the dispatch below; a
-// debug query for tests and benchmarks (convpool._C._cpu_conv2d_algorithm).
-const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool dgrad) {
-  if (is_depthwise(p)) return "depthwise";
-  if (dgrad && !dgrad_as_fprop(p)) return "gemm_col2im";
-  return winograd::chosen(dgrad ? dgrad_as_fprop_params(p) : p, dtype) ? "winograd" : "gemm";
-}
-
-struct Conv2dBackend {
-  static void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                    const at::Tensor* bias, at::Tensor& output) {
-    advise_huge_pages(output);
-    CONVPOOL_DISPATCH_CONV_TYPES(input.scalar_type(), "conv2d", [&] {
-      if (is_depthwise(p)) {
-        depthwise::fprop<scalar_t>(p, input, weight, bias, output);
-      } else {
-        fprop_impl<scalar_t>(p, input, weight, bias, output);
-      }
-    });
-  }
-  static void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                    at::Tensor& grad_input) {
-    advise_huge_pages(grad_input);
-    CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
-      if (is_depthwise(p)) {
-        depthwise::dgrad<scalar_t>(p, grad_output, weight, grad_input);
-      } else {
-        dgrad_impl<scalar_t>(p, grad_output, weight, grad_input);
-      }
-    });
-  }
-  static void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                    at::Tensor& grad_weight) {
-    CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_weight", [&] {
-      if (is_depthwise(p)) {
-        depthwise::wgrad<scalar_t>(p, grad_output, input, grad_weight);
-      } else {
-        wgrad_impl<scalar_t>(p, grad_output, input, grad_weight);
-      }
-    });
-  }
-  static void grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
-    CONVPOOL_DISPATCH_CONV_TYPES(grad_output.scalar_type(), "conv2d_grad_bias", [&] {
-      grad_bias_impl<scalar_t>(grad_output, grad_bias);
-    });
-  }
+// One call of a conv op. grad_bias has no Conv2dParams (p is null).
+struct ConvProblem {
+  const char* x_name;      // for messages: "input" or "grad_output"
+  const Conv2dParams* p;
+  const at::Tensor* x;     // fprop: input; dgrad, wgrad, grad_bias: grad_output
+  const at::Tensor* w;     // fprop, dgrad: weight; wgrad: input
+  const at::Tensor* bias;  // fprop's bias or null
+  at::Tensor* out;         // output, grad_input, grad_weight or grad_bias
 };
 
-// Routed: the emulated CUDA kernels instead under convpool.testing.cuda_emulation().
-using CpuConv2dBackend = RoutedConv2dBackend<Conv2dBackend>;
+std::string describe(const ConvProblem& q) {
+  std::ostringstream ss;
+  ss << "(" << q.x_name << " " << q.x->sizes() << " " << q.x->scalar_type()
+     << (is_channels_last(*q.x) ? " channels_last" : "");
+  if (q.p != nullptr) {
+    const Conv2dParams& p = *q.p;
+    ss << ", weight [" << p.out_channels << ", " << p.in_channels_per_group() << ", " << p.kernel_h
+       << ", " << p.kernel_w << "], stride (" << p.stride_h << ", " << p.stride_w << "), padding ("
+       << p.pad_h << ", " << p.pad_w << "), dilation (" << p.dilation_h << ", " << p.dilation_w
+       << "), groups " << p.groups;
+  }
+  ss << ")";
+  return ss.str();
+}
 
-TORCH_LIBRARY_IMPL(convpool, CPU, m) {
-  m.impl("conv2d", &convpool::conv2d<CpuConv2dBackend>);
-  m.impl("conv2d_grad_input", &convpool::conv2d_grad_input<CpuConv2dBackend>);
-  m.impl("conv2d_grad_weight", &convpool::conv2d_grad_weight<CpuConv2dBackend>);
-  m.impl("conv2d_grad_bias", &convpool::conv2d_grad_bias<CpuConv2dBackend>);
+// The tuning key: every size and stride of the tensors (so N, the layout and the views), dtype,
+// bias, conv parameters and thread count.
+std::string key(const ConvProblem& q) {
+  std::ostringstream ss;
+  ss << q.x->scalar_type() << "|x" << q.x->sizes() << q.x->strides();
+  if (q.w) ss << "|w" << q.w->sizes() << q.w->strides();
+  ss << "|o" << q.out->sizes() << q.out->strides() << "|b" << (q.bias != nullptr);
+  if (q.p != nullptr) {
+    const Conv2dParams& p = *q.p;
+    ss << "|s" << p.stride_h << "," << p.stride_w << "|p" << p.pad_h << "," << p.pad_w << "|d"
+       << p.dilation_h << "," << p.dilation_w << "|g" << p.groups;
+  }
+  ss << "|t" << at::get_num_threads();
+  return ss.str();
+}
+
+using ConvAlgorithm = Algorithm<ConvProblem>;
+using depthwise::Pass;
+using depthwise::Walk;
+
+bool depthwise_problem(const ConvProblem& q) { return is_depthwise(*q.p); }
+bool not_depthwise(const ConvProblem& q) { return !is_depthwise(*q.p); }
+bool any_problem(const ConvProblem&) { return true; }
+
+// The vector depthwise kernels' walks: what each pass reads along the correlation and writes.
+template <Pass pass>
+const at::Tensor& walk_x(const ConvProblem& q) { return pass == Pass::wgrad ? *q.w : *q.x; }
+template <Pass pass>
+const at::Tensor& walk_y(const ConvProblem& q) { return pass == Pass::wgrad ? *q.x : *q.out; }
+template <Pass pass, Walk walk>
+bool walk_fits(const ConvProblem& q) {
+  return is_depthwise(*q.p) && depthwise::walk_fits(walk, pass, *q.p, walk_x<pass>(q), walk_y<pass>(q));
+}
+template <Pass pass, Walk walk>
+bool walk_preferred(const ConvProblem& q) {
+  return depthwise::walk_preferred(walk, pass, *q.p, walk_x<pass>(q), walk_y<pass>(q));
+}
+template <Walk walk>
+void depthwise_vec_fprop(const ConvProblem& q) {
+  depthwise::fprop_simd(walk, *q.p, *q.x, *q.w, q.bias, *q.out);
+}
+template <Walk walk>
+void depthwise_vec_dgrad(const ConvProblem& q) {
+  depthwise::dgrad_simd(walk, *q.p, *q.x, *q.w, *q.out);
+}
+template <Walk walk>
+void depthwise_vec_wgrad(const ConvProblem& q) {
+  depthwise::wgrad_simd(walk, *q.p, *q.x, *q.w, *q.out);
+}
+#define CONVPOOL_DEPTHWISE_VEC(NAME, WALK, PRIORITY, PREFERRED)                                    \
+  {NAME, Op::fprop, Isa::avx2, PRIORITY, walk_fits<Pass::fprop, WALK>, PREFERRED(Pass::fprop, WALK), \
+   depthwise_vec_fprop<WALK>},                                                                     \
+  {NAME, Op::dgrad, Isa::avx2, PRIORITY, walk_fits<Pass::dgrad, WALK>, PREFERRED(Pass::dgrad, WALK), \
+   depthwise_vec_dgrad<WALK>},                                                                     \
+  {NAME, Op::wgrad, Isa::avx2, PRIORITY, walk_fits<Pass::wgrad, WALK>, PREFERRED(Pass::wgrad, WALK), \
+   depthwise_vec_wgrad<WALK>}
+#define CONVPOOL_ALWAYS(PASS, WALK) nullptr
+#define CONVPOOL_WALK_RULE(PASS, WALK) walk_preferred<PASS, WALK>
+
+// The transposed problem stride-1 dgrad runs as an fprop (dgrad_as_fprop).
+bool dgrad_as_winograd(const ConvProblem& q) {
+  return dgrad_as_fprop(*q.p) && winograd::applies(dgrad_as_fprop_params(*q.p), q.x->scalar_type());
+}
+
+// The heuristic order is `preferred` first, then `priority`: for a depthwise conv the depthwise
+// walks (vector ones first), for any other the Winograd thresholds, then the implicit GEMM, then
+// (dgrad only) the explicit col2im GEMM. Every entry is tested on its own (tests/test_registry.py).
+const ConvAlgorithm kConvAlgorithms[] = {
+    CONVPOOL_DEPTHWISE_VEC("depthwise_vec_channels_last", Walk::channels_last, 0, CONVPOOL_ALWAYS),
+    CONVPOOL_DEPTHWISE_VEC("depthwise_vec_flat", Walk::flat, 1, CONVPOOL_ALWAYS),
+    CONVPOOL_DEPTHWISE_VEC("depthwise_vec_planes", Walk::planes, 2, CONVPOOL_WALK_RULE),
+    CONVPOOL_DEPTHWISE_VEC("depthwise_vec_tiles", Walk::blocked, 3, CONVPOOL_ALWAYS),
+    {"depthwise_channels_last", Op::fprop, Isa::generic, 4,
+     [](const ConvProblem& q) {
+       return is_depthwise(*q.p) && depthwise::channels_innermost(*q.p, *q.x, *q.out);
+     },
+     nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d", [&] {
+         depthwise::fprop_channels_last<scalar_t>(*q.p, *q.x, *q.w, q.bias, *q.out);
+       });
+     }},
+    {"depthwise_channels_last", Op::dgrad, Isa::generic, 4,
+     [](const ConvProblem& q) {
+       return is_depthwise(*q.p) && depthwise::channels_innermost(*q.p, *q.x, *q.out);
+     },
+     nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
+         depthwise::dgrad_channels_last<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"depthwise_channels_last", Op::wgrad, Isa::generic, 4,
+     [](const ConvProblem& q) {
+       return is_depthwise(*q.p) && depthwise::channels_innermost(*q.p, *q.x, *q.w);
+     },
+     nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_weight", [&] {
+         depthwise::wgrad_channels_last<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"depthwise_rows", Op::fprop, Isa::generic, 5, depthwise_problem, nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d", [&] {
+         depthwise::fprop<scalar_t>(*q.p, *q.x, *q.w, q.bias, *q.out);
+       });
+     }},
+    {"depthwise_rows", Op::dgrad, Isa::generic, 5, depthwise_problem, nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
+         depthwise::dgrad<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"depthwise_rows", Op::wgrad, Isa::generic, 5, depthwise_problem, nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_weight", [&] {
+         depthwise::wgrad<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"winograd_f4x4", Op::fprop, Isa::generic, 6,
+     [](const ConvProblem& q) { return winograd::applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return winograd::preferred(*q.p); },
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d", [&] {
+         winograd_fprop<scalar_t>(*q.p, *q.x, *q.w, q.bias, *q.out);
+       });
+     }},
+    {"winograd_f4x4", Op::dgrad, Isa::generic, 6, dgrad_as_winograd,
+     [](const ConvProblem& q) { return winograd::preferred(dgrad_as_fprop_params(*q.p)); },
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
+         dgrad_by_fprop<scalar_t>(*q.p, *q.x, *q.w, *q.out, true);
+       });
+     }},
+    {"gemm_im2col", Op::fprop, Isa::generic, 7, any_problem, not_depthwise,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d", [&] {
+         fprop_impl<scalar_t>(*q.p, *q.x, *q.w, q.bias, *q.out);
+       });
+     }},
+    {"gemm_im2col", Op::dgrad, Isa::generic, 7,
+     [](const ConvProblem& q) { return dgrad_as_fprop(*q.p); }, not_depthwise,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
+         dgrad_by_fprop<scalar_t>(*q.p, *q.x, *q.w, *q.out, false);
+       });
+     }},
+    {"gemm_im2col", Op::wgrad, Isa::generic, 7, any_problem, not_depthwise,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_weight", [&] {
+         wgrad_impl<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"gemm_col2im", Op::dgrad, Isa::generic, 8, any_problem, not_depthwise,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
+         dgrad_impl<scalar_t>(*q.p, *q.x, *q.w, *q.out);
+       });
+     }},
+    {"bias_channels_last", Op::grad_bias, Isa::generic, 0,
+     [](const ConvProblem& q) { return q.x->stride(1) == 1 && q.x->size(1) > 1; }, nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_bias", [&] {
+         grad_bias_channels_last<scalar_t>(*q.x, *q.out);
+       });
+     }},
+    {"bias_planes", Op::grad_bias, Isa::generic, 1, any_problem, nullptr,
+     [](const ConvProblem& q) {
+       CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_bias", [&] {
+         grad_bias_planes<scalar_t>(*q.x, *q.out);
+       });
+     }},
+};
+#undef CONVPOOL_DEPTHWISE_VEC
+#undef CONVPOOL_ALWAYS
+#undef CONVPOOL_WALK_RULE
+
+const bool kConvNamesRegistered = register_table(kConvAlgorithms);
+
+}  // namespace
+
+// The algorithm the CPU backend selects for conv2d ("fprop") or conv2d_grad_input ("dgrad") of
+// `p` on contiguous tensors (the registry's name); convpool._C._cpu_conv2d_algorithm.
+const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool dgrad) {
+  const auto options = at::TensorOptions().dtype(dtype);
+  const at::Tensor input = at::empty({p.batch, p.in_channels, p.in_height, p.in_width}, options);
+  const at::Tensor weight =
+      at::empty({p.out_channels, p.in_channels_per_group(), p.kernel_h, p.kernel_w}, options);
+  at::Tensor output = at::empty({p.batch, p.out_channels, p.out_height, p.out_width}, options);
+  at::Tensor grad_input = input;
+  const ConvProblem q = dgrad ? ConvProblem{"grad_output", &p, &output, &weight, nullptr, &grad_input}
+                              : ConvProblem{"input", &p, &input, &weight, nullptr, &output};
+  return select(kConvAlgorithms, dgrad ? Op::dgrad : Op::fprop, q, describe).name;
+}
+
+void Conv2dBackend::fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                          const at::Tensor* bias, at::Tensor& output) {
+  advise_huge_pages(output);
+  dispatch(kConvAlgorithms, Op::fprop, ConvProblem{"input", &p, &input, &weight, bias, &output},
+           describe, key);
+}
+
+void Conv2dBackend::dgrad(const Conv2dParams& p, const at::Tensor& grad_output,
+                          const at::Tensor& weight, at::Tensor& grad_input) {
+  advise_huge_pages(grad_input);
+  dispatch(kConvAlgorithms, Op::dgrad,
+           ConvProblem{"grad_output", &p, &grad_output, &weight, nullptr, &grad_input}, describe,
+           key);
+}
+
+void Conv2dBackend::wgrad(const Conv2dParams& p, const at::Tensor& grad_output,
+                          const at::Tensor& input, at::Tensor& grad_weight) {
+  dispatch(kConvAlgorithms, Op::wgrad,
+           ConvProblem{"grad_output", &p, &grad_output, &input, nullptr, &grad_weight}, describe,
+           key);
+}
+
+void Conv2dBackend::grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  dispatch(kConvAlgorithms, Op::grad_bias,
+           ConvProblem{"grad_output", nullptr, &grad_output, nullptr, nullptr, &grad_bias},
+           describe, key);
 }
 
 }  // namespace convpool::cpu

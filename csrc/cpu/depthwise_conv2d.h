@@ -2,9 +2,9 @@
 // multiplier): a GEMM per group would be a 1-row matrix product, all overhead. Each output row is
 // built tap by tap along unit-stride rows, so the inner loops vectorize; tensors are read through
 // their strides (any layout). Half and bfloat16 accumulate in float. Every task owns its output
-// elements and sums in a fixed order: results are deterministic. These are the portable kernels;
-// float32 with one output channel per input channel runs the AVX2 / AVX-512 ones of
-// depthwise_simd.h where they apply.
+// elements and sums in a fixed order: results are deterministic. These are the portable kernels
+// (registry entries depthwise_channels_last and depthwise_rows); the AVX2 / AVX-512 ones of
+// depthwise_simd.h are entries of their own.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -196,16 +196,11 @@ void wgrad_channels_last(const Conv2dParams& p, const at::Tensor& grad_output,
 }
 
 
-// ---- any layout: rows along the width ----------------------------------------------------
+// ---- any layout: rows along the width (depthwise_rows) ---------------------------------
 
 template <typename scalar_t>
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (fprop_simd(p, input, weight, bias, output)) return;
-  }
-  if (channels_innermost(p, input, output))
-    return fprop_channels_last<scalar_t>(p, input, weight, bias, output);
   using acc = acc_t<scalar_t>;
   const auto w = weights_as_acc<scalar_t>(weight);
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -249,11 +244,6 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
 template <typename scalar_t>
 void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
            at::Tensor& grad_input) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (dgrad_simd(p, grad_output, weight, grad_input)) return;
-  }
-  if (channels_innermost(p, grad_output, grad_input))
-    return dgrad_channels_last<scalar_t>(p, grad_output, weight, grad_input);
   using acc = acc_t<scalar_t>;
   const auto w = weights_as_acc<scalar_t>(weight);
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -297,11 +287,6 @@ void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
 template <typename scalar_t>
 void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
            at::Tensor& grad_weight) {
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (wgrad_simd(p, grad_output, input, grad_weight)) return;
-  }
-  if (channels_innermost(p, grad_output, input))
-    return wgrad_channels_last<scalar_t>(p, grad_output, input, grad_weight);
   using acc = acc_t<scalar_t>;
   const int64_t multiplier = p.out_channels_per_group();
   const Strides4 gs = strides4(grad_output), is = strides4(input), ws = strides4(grad_weight);

@@ -217,11 +217,11 @@ const Kernels* kernels() {
 const Kernels* kernels() { return nullptr; }
 #endif
 
-// One input channel per output channel, float32, and vector kernels on this CPU.
-const Kernels* kernels_for(const Conv2dParams& p, const at::Tensor& t) {
-  if (t.scalar_type() != at::kFloat || p.out_channels != p.in_channels || p.groups != p.in_channels)
-    return nullptr;
-  return kernels();
+// The vector kernels for this CPU (the registry runs these entries only where it has AVX2).
+const Kernels* kernels_checked() {
+  const Kernels* k = kernels();
+  TORCH_INTERNAL_ASSERT(k != nullptr, "depthwise vector kernels without AVX2");
+  return k;
 }
 
 // The grain of a row-parallel loop: ~32K multiply-adds per task.
@@ -238,9 +238,6 @@ int64_t band_rows(const Correlation& g) {
   return std::max<int64_t>(1, (rows_fit - reach) / g.stride_h);
 }
 
-// How a correlation walks its tensors (see the kernels).
-enum class Walk { channels_last, flat, blocked, planes };
-
 // Small planes at stride 1 with input and output rows of one width, dense rows: flattened.
 bool flat_fits(const Correlation& g, Strides4 xs, Strides4 ys) {
   return g.stride_h == 1 && g.stride_w == 1 && g.in_w == g.out_w && xs.w == 1 &&
@@ -248,16 +245,9 @@ bool flat_fits(const Correlation& g, Strides4 xs, Strides4 ys) {
          g.out_h * g.out_w <= 1024;
 }
 
-Walk choose_walk(const Conv2dParams& p, const Correlation& g, const at::Tensor& x,
-                 const at::Tensor& y) {
-  if (channels_innermost(p, x, y)) return Walk::channels_last;
-  const Strides4 xs = strides4(x), ys = strides4(y);
-  if (flat_fits(g, xs, ys)) return Walk::flat;
-  // Wide unit-stride rows at stride 1 vectorize along the width; otherwise channel-blocked tiles
-  // (measured: the tiles win from 56 columns down, and at stride 2 even at 112 columns, 1.9 vs
-  // 7.1 ms for MobileNetV2's 96@112, where the width walk stalls on its loads).
-  if (xs.w == 1 && ys.w == 1 && g.stride_w == 1 && g.out_w >= 64) return Walk::planes;
-  return Walk::blocked;
+// The correlation a pass walks: dgrad's (stride 1; strided dgrad walks per phase) or fprop's.
+Correlation correlation(Pass pass, const Conv2dParams& p) {
+  return pass == Pass::dgrad ? dgrad_correlation(p) : fprop_correlation(p);
 }
 
 // The correlation `a` describes (fprop, or stride-1 dgrad), over rows of `a.geo.out_h`.
@@ -294,12 +284,36 @@ std::vector<float> weights_for(Walk walk, const Conv2dParams& p, const at::Tenso
 
 }  // namespace
 
-bool fprop_simd(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                const at::Tensor* bias, at::Tensor& output) {
-  const Kernels* k = kernels_for(p, input);
-  if (!k || output.numel() == 0) return false;
+bool walk_fits(Walk walk, Pass pass, const Conv2dParams& p, const at::Tensor& x,
+               const at::Tensor& y) {
+  if (x.scalar_type() != at::kFloat || p.out_channels != p.in_channels || p.groups != p.in_channels)
+    return false;
+  const bool stride1 = p.stride_h == 1 && p.stride_w == 1;
+  const Correlation g = correlation(pass, p);
+  const Strides4 xs = strides4(x), ys = strides4(y);
+  switch (walk) {
+    case Walk::channels_last: return channels_innermost(p, x, y);
+    case Walk::flat: return (pass != Pass::dgrad || stride1) && flat_fits(g, xs, ys);
+    case Walk::planes:
+      return (pass != Pass::dgrad || stride1) && xs.w == 1 && ys.w == 1 && g.stride_w == 1;
+    case Walk::blocked: return true;
+  }
+  return false;
+}
+
+bool walk_preferred(Walk walk, Pass pass, const Conv2dParams& p, const at::Tensor&,
+                    const at::Tensor&) {
+  // Wide unit-stride rows at stride 1 vectorize along the width; otherwise channel-blocked tiles
+  // (measured: the tiles win from 56 columns down, and at stride 2 even at 112 columns, 1.9 vs
+  // 7.1 ms for MobileNetV2's 96@112, where the width walk stalls on its loads).
+  if (walk == Walk::planes) return correlation(pass, p).out_w >= 64;
+  return true;
+}
+
+void fprop_simd(Walk walk, const Conv2dParams& p, const at::Tensor& input,
+                const at::Tensor& weight, const at::Tensor* bias, at::Tensor& output) {
+  const Kernels* k = kernels_checked();
   const Correlation g = fprop_correlation(p);
-  const Walk walk = choose_walk(p, g, input, output);
   const std::vector<float> w = weights_for(walk, p, weight);
   std::vector<float> b;
   if (bias) {
@@ -310,15 +324,12 @@ bool fprop_simd(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
          output.mutable_data_ptr<float>(), strides4(output), nullptr, {}, w.data(),
          bias ? b.data() : nullptr, 0};
   run_correlation(k, a, walk);
-  return true;
 }
 
-bool dgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                at::Tensor& grad_input) {
-  const Kernels* k = kernels_for(p, grad_output);
-  if (!k || grad_input.numel() == 0) return false;
+void dgrad_simd(Walk walk, const Conv2dParams& p, const at::Tensor& grad_output,
+                const at::Tensor& weight, at::Tensor& grad_input) {
+  const Kernels* k = kernels_checked();
   const Correlation g = dgrad_correlation(p);
-  const Walk walk = choose_walk(p, g, grad_output, grad_input);
   Args a{p, g, p.in_channels, grad_output.const_data_ptr<float>(), strides4(grad_output),
          grad_input.mutable_data_ptr<float>(), strides4(grad_input), nullptr, {}, nullptr,
          nullptr, 0};
@@ -326,10 +337,10 @@ bool dgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
     const std::vector<float> w = weights_for(walk, p, weight);
     a.w = w.data();
     run_correlation(k, a, walk);
-    return true;
+    return;
   }
-  // Strided: a stride-1 correlation per phase (`g` above only chose the layout), along channels
-  // for channels_last, in channel-blocked tiles for any other layout.
+  // Strided: a stride-1 correlation per phase, along channels for channels_last, in
+  // channel-blocked tiles for any other layout (walk_fits admits only these two).
   const std::vector<float> w = tap_major_weights<float>(p, weight);
   a.w = w.data();
   if (walk == Walk::channels_last) {
@@ -340,30 +351,28 @@ bool dgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
     const int64_t tasks = p.batch * ((p.in_channels + k->lanes - 1) / k->lanes);
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) { k->dgrad_strided_blocked(a, t0, t1); });
   }
-  return true;
 }
 
-bool wgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                at::Tensor& grad_weight) {
-  const Kernels* k = kernels_for(p, input);
-  if (!k || grad_weight.numel() == 0) return false;
+void wgrad_simd(Walk walk, const Conv2dParams& p, const at::Tensor& grad_output,
+                const at::Tensor& input, at::Tensor& grad_weight) {
+  const Kernels* k = kernels_checked();
   const Correlation g = fprop_correlation(p);
   const int64_t C = p.in_channels, taps = p.kernel_h * p.kernel_w;
   Args a{p, g, C, input.const_data_ptr<float>(), strides4(input),
          grad_weight.mutable_data_ptr<float>(), strides4(grad_weight),
          grad_output.const_data_ptr<float>(), strides4(grad_output), nullptr, nullptr, 0};
-  // The forward's walk over (input, grad_output); NCHW walks give each task whole channels.
-  switch (choose_walk(p, g, input, grad_output)) {
+  // The forward's walks over (input, grad_output); NCHW walks give each task whole channels.
+  switch (walk) {
     case Walk::flat:
       at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_flat(a, c0, c1); });
-      return true;
+      return;
     case Walk::planes:
       at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { k->wgrad_planes(a, c0, c1); });
-      return true;
+      return;
     case Walk::blocked:
       at::parallel_for(0, (C + k->lanes - 1) / k->lanes, 1,
                        [&](int64_t b0, int64_t b1) { k->wgrad_blocked(a, b0, b1); });
-      return true;
+      return;
     case Walk::channels_last:
       break;
   }
@@ -396,7 +405,6 @@ bool wgrad_simd(const Conv2dParams& p, const at::Tensor& grad_output, const at::
         gw[c * ws.n + (t / p.kernel_w) * ws.h + (t % p.kernel_w) * ws.w] = static_cast<float>(total);
       }
   });
-  return true;
 }
 
 }  // namespace convpool::cpu::depthwise

@@ -8,19 +8,21 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/NumericUtils.h>
-#include <torch/library.h>
 
 #include <limits>
+#include <sstream>
+#include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 #include <type_traits>
 #include <vector>
 
-#include "../max_pool2d_op.h"
-#include "../emu/routing.h"
+#include "../shape.h"
+#include "backends.h"
 #include "isa.h"
 #include "memory.h"
+#include "registry.h"
 #include "window.h"
 
 namespace convpool::cpu {
@@ -544,48 +546,6 @@ inline bool channels_innermost(const Pool2dParams& p, const at::Tensor& input,
          (!indices || indices->stride(1) == 1);
 }
 
-template <typename scalar_t, typename index_t, bool kIndices, typename Update>
-void forward_with(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                  at::Tensor* indices, Update update) {
-  if (channels_innermost(p, input, values, indices)) {
-    forward_channels_last<scalar_t, index_t, kIndices>(p, input, values, indices, update);
-  } else {
-    forward_rows<scalar_t, index_t, kIndices>(p, input, values, indices, update);
-  }
-}
-
-// indices: nullptr when only the values are wanted (kIndices false).
-template <typename scalar_t, bool kIndices>
-void forward_impl(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                  at::Tensor* indices) {
-#if defined(__x86_64__)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    const bool int32_indices = p.in_height * p.in_width <= std::numeric_limits<int32_t>::max();
-    if (use_avx512() && int32_indices) {
-      if (channels_innermost(p, input, values, indices)) {
-        // Except with indices over more than 128 channels, where the AVX2 kernel measured faster
-        // (8x192 and 8x256 channels at 56x56: R 0.93 / 0.88 against 0.72 / 0.71).
-        if (!kIndices || p.channels <= avx512::kLanes * avx512::kMaxPixelBlocks) {
-          avx512::forward_channels_last<kIndices>(p, input, values, indices);
-          return;
-        }
-      } else {
-        const Strides4 xs = indices ? strides4(*indices) : Strides4{};
-        if (avx512::rows_supported(p, strides4(input), strides4(values), indices ? &xs : nullptr)) {
-          avx512::forward_rows<kIndices>(p, input, values, indices);
-          return;
-        }
-      }
-    }
-    if (use_avx2() && int32_indices) {
-      forward_with<float, int32_t, kIndices>(p, input, values, indices, UpdateMaxFloatAvx2<kIndices>{});
-      return;
-    }
-  }
-#endif
-  forward_with<scalar_t, int64_t, kIndices>(p, input, values, indices, UpdateMaxGeneric<kIndices>{});
-}
-
 inline void check_index(const Pool2dParams& p, int64_t index, int64_t n, int64_t c, int64_t oh,
                         int64_t ow) {
   TORCH_CHECK(index >= 0 && index < p.in_height * p.in_width, "max_pool2d_backward: index ", index,
@@ -714,49 +674,172 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
   });
 }
 
-template <typename scalar_t>
-void backward_impl(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
-                   at::Tensor& grad_input) {
-  if (p.channels > 1 && grad_input.stride(1) == 1) {
-    backward_channels_last<scalar_t>(p, grad_output, indices, grad_input);
+// ---- the registry of the pool ops (registry.h) ------------------------------------------------
+
+// One call of a pool op.
+struct PoolProblem {
+  const Pool2dParams* p;
+  const at::Tensor* x;        // forward: input; backward: grad_output
+  at::Tensor* out;            // values or grad_input
+  at::Tensor* indices;        // forward: the indices to write (null for the values alone)
+  const at::Tensor* saved;    // backward: the indices to read
+};
+
+std::string describe(const PoolProblem& q) {
+  const Pool2dParams& p = *q.p;
+  std::ostringstream ss;
+  ss << "(input [" << p.batch << ", " << p.channels << ", " << p.in_height << ", " << p.in_width
+     << "] " << q.x->scalar_type() << (q.x->stride(1) == 1 ? " channels-innermost" : "")
+     << ", kernel_size (" << p.kernel_h << ", " << p.kernel_w << "), stride (" << p.stride_h
+     << ", " << p.stride_w << "), padding (" << p.pad_h << ", " << p.pad_w << "), dilation ("
+     << p.dilation_h << ", " << p.dilation_w << "), ceil_mode " << p.ceil_mode << ")";
+  return ss.str();
+}
+
+// The tuning key: every size and stride of the tensors (so N, the layout and the views), dtype,
+// pool parameters and thread count.
+std::string key(const PoolProblem& q) {
+  const Pool2dParams& p = *q.p;
+  std::ostringstream ss;
+  ss << q.x->scalar_type() << "|x" << q.x->sizes() << q.x->strides() << "|o" << q.out->sizes()
+     << q.out->strides();
+  if (q.indices) ss << "|i" << q.indices->strides();
+  if (q.saved) ss << "|i" << q.saved->strides();
+  ss << "|k" << p.kernel_h << "," << p.kernel_w << "|s" << p.stride_h << "," << p.stride_w << "|p"
+     << p.pad_h << "," << p.pad_w << "|d" << p.dilation_h << "," << p.dilation_w << "|c"
+     << p.ceil_mode << "|t" << at::get_num_threads();
+  return ss.str();
+}
+
+using PoolAlgorithm = Algorithm<PoolProblem>;
+
+bool forward_channels_innermost(const PoolProblem& q) {
+  return channels_innermost(*q.p, *q.x, *q.out, q.indices);
+}
+bool any_pool(const PoolProblem&) { return true; }
+// The vector kernels: float32, indices in int32 lanes.
+bool float_int32(const PoolProblem& q) {
+  return q.x->scalar_type() == at::kFloat &&
+         q.p->in_height * q.p->in_width <= std::numeric_limits<int32_t>::max();
+}
+
+// A forward entry's run function for both ops (with and without indices).
+template <template <bool> class Kernel>
+void forward_entry(const PoolProblem& q) {
+  if (q.indices) {
+    Kernel<true>::run(*q.p, *q.x, *q.out, q.indices);
   } else {
-    backward_planes<scalar_t>(p, grad_output, indices, grad_input);
+    Kernel<false>::run(*q.p, *q.x, *q.out, nullptr);
   }
 }
 
-}  // namespace
-
-struct MaxPool2dBackend {
-  // indices: nullptr for the values alone.
-  static void forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                      at::Tensor* indices) {
-    advise_huge_pages(values);
-    if (indices) advise_huge_pages(*indices);
-    AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool2d", [&] {
-      if (indices) {
-        forward_impl<scalar_t, true>(p, input, values, indices);
-      } else {
-        forward_impl<scalar_t, false>(p, input, values, nullptr);
-      }
-    });
-  }
-  static void backward(const Pool2dParams& p, const at::Tensor& grad_output,
-                       const at::Tensor& indices, at::Tensor& grad_input) {
-    advise_huge_pages(grad_input);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
-                                    "max_pool2d_backward", [&] {
-      backward_impl<scalar_t>(p, grad_output, indices, grad_input);
+template <bool kIndices>
+struct PortableRows {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d", [&] {
+      forward_rows<scalar_t, int64_t, kIndices>(p, x, v, i, UpdateMaxGeneric<kIndices>{});
     });
   }
 };
+template <bool kIndices>
+struct PortableChannelsLast {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d", [&] {
+      forward_channels_last<scalar_t, int64_t, kIndices>(p, x, v, i, UpdateMaxGeneric<kIndices>{});
+    });
+  }
+};
+#if defined(__x86_64__)
+template <bool kIndices>
+struct Avx2Rows {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    forward_rows<float, int32_t, kIndices>(p, x, v, i, UpdateMaxFloatAvx2<kIndices>{});
+  }
+};
+template <bool kIndices>
+struct Avx2ChannelsLast {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    forward_channels_last<float, int32_t, kIndices>(p, x, v, i, UpdateMaxFloatAvx2<kIndices>{});
+  }
+};
+template <bool kIndices>
+struct Avx512Rows {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    avx512::forward_rows<kIndices>(p, x, v, i);
+  }
+};
+template <bool kIndices>
+struct Avx512ChannelsLast {
+  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
+    avx512::forward_channels_last<kIndices>(p, x, v, i);
+  }
+};
 
-// Routed: the emulated CUDA kernels instead under convpool.testing.cuda_emulation().
-using CpuMaxPool2dBackend = RoutedMaxPool2dBackend<MaxPool2dBackend>;
+bool avx512_rows_fit(const PoolProblem& q) {
+  const Strides4 xs = q.indices ? strides4(*q.indices) : Strides4{};
+  return float_int32(q) && !forward_channels_innermost(q) &&
+         avx512::rows_supported(*q.p, strides4(*q.x), strides4(*q.out), q.indices ? &xs : nullptr);
+}
+// Except with indices over more than 128 channels, where the AVX2 kernel measured faster (8x192
+// and 8x256 channels at 56x56: R 0.93 / 0.88 against 0.72 / 0.71).
+bool avx512_channels_last_preferred(const PoolProblem& q) {
+  return !q.indices || q.p->channels <= avx512::kLanes * avx512::kMaxPixelBlocks;
+}
+#endif
+#define CONVPOOL_POOL_FORWARD(NAME, ISA, PRIORITY, APPLICABLE, PREFERRED, KERNEL)         \
+  {NAME, Op::pool_forward, ISA, PRIORITY, APPLICABLE, PREFERRED, forward_entry<KERNEL>}, \
+  {NAME, Op::pool_values, ISA, PRIORITY, APPLICABLE, PREFERRED, forward_entry<KERNEL>}
 
-TORCH_LIBRARY_IMPL(convpool, CPU, m) {
-  m.impl("max_pool2d", &convpool::max_pool2d<CpuMaxPool2dBackend>);
-  m.impl("max_pool2d_values", &convpool::max_pool2d_values<CpuMaxPool2dBackend>);
-  m.impl("max_pool2d_backward", &convpool::max_pool2d_backward<CpuMaxPool2dBackend>);
+// Heuristic order: the widest vectors the CPU has, along channels where they are innermost.
+const PoolAlgorithm kPoolAlgorithms[] = {
+#if defined(__x86_64__)
+    CONVPOOL_POOL_FORWARD("pool_avx512_channels_last", Isa::avx512, 0,
+                          [](const PoolProblem& q) { return float_int32(q) && forward_channels_innermost(q); },
+                          avx512_channels_last_preferred, Avx512ChannelsLast),
+    CONVPOOL_POOL_FORWARD("pool_avx512_rows", Isa::avx512, 1, avx512_rows_fit, nullptr, Avx512Rows),
+    CONVPOOL_POOL_FORWARD("pool_avx2_channels_last", Isa::avx2, 2,
+                          [](const PoolProblem& q) { return float_int32(q) && forward_channels_innermost(q); },
+                          nullptr, Avx2ChannelsLast),
+    CONVPOOL_POOL_FORWARD("pool_avx2_rows", Isa::avx2, 3, float_int32, nullptr, Avx2Rows),
+#endif
+    CONVPOOL_POOL_FORWARD("pool_channels_last", Isa::generic, 4, forward_channels_innermost, nullptr,
+                          PortableChannelsLast),
+    CONVPOOL_POOL_FORWARD("pool_rows", Isa::generic, 5, any_pool, nullptr, PortableRows),
+    {"pool_backward_channels_last", Op::pool_backward, Isa::generic, 0,
+     [](const PoolProblem& q) { return q.p->channels > 1 && q.out->stride(1) == 1; }, nullptr,
+     [](const PoolProblem& q) {
+       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.x->scalar_type(),
+                                       "max_pool2d_backward", [&] {
+         backward_channels_last<scalar_t>(*q.p, *q.x, *q.saved, *q.out);
+       });
+     }},
+    {"pool_backward_planes", Op::pool_backward, Isa::generic, 1, any_pool, nullptr,
+     [](const PoolProblem& q) {
+       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.x->scalar_type(),
+                                       "max_pool2d_backward", [&] {
+         backward_planes<scalar_t>(*q.p, *q.x, *q.saved, *q.out);
+       });
+     }},
+};
+#undef CONVPOOL_POOL_FORWARD
+
+const bool kPoolNamesRegistered = register_table(kPoolAlgorithms);
+
+}  // namespace
+
+void MaxPool2dBackend::forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
+                               at::Tensor* indices) {
+  advise_huge_pages(values);
+  if (indices) advise_huge_pages(*indices);
+  dispatch(kPoolAlgorithms, indices ? Op::pool_forward : Op::pool_values,
+           PoolProblem{&p, &input, &values, indices, nullptr}, describe, key);
+}
+
+void MaxPool2dBackend::backward(const Pool2dParams& p, const at::Tensor& grad_output,
+                                const at::Tensor& indices, at::Tensor& grad_input) {
+  advise_huge_pages(grad_input);
+  dispatch(kPoolAlgorithms, Op::pool_backward,
+           PoolProblem{&p, &grad_output, &grad_input, nullptr, &indices}, describe, key);
 }
 
 }  // namespace convpool::cpu

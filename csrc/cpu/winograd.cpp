@@ -549,15 +549,15 @@ void set_mode(const char* name) {
   mode_slot().store(static_cast<int>(parse_mode(name)), std::memory_order_relaxed);
 }
 
-bool chosen(const Conv2dParams& p, c10::ScalarType dtype) {
-  const Mode m = mode();
-  if (m == Mode::off) return false;
-  const bool applies = dtype != at::kDouble && p.kernel_h == 3 && p.kernel_w == 3 &&
-                       p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
-                       p.dilation_w == 1 && p.groups == 1 && p.in_channels > 0 &&
-                       p.out_channels > 0 && p.out_height > 0 && p.out_width > 0;
-  if (!applies) return false;
-  if (m == Mode::on) return true;
+bool applies(const Conv2dParams& p, c10::ScalarType dtype) {
+  return mode() != Mode::off && dtype != at::kDouble && p.kernel_h == 3 && p.kernel_w == 3 &&
+         p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
+         p.groups == 1 && p.in_channels > 0 && p.out_channels > 0 && p.out_height > 0 &&
+         p.out_width > 0;
+}
+
+bool preferred(const Conv2dParams& p) {
+  if (mode() == Mode::on) return true;
   // Thresholds measured on a 2-core AVX-512 Zen 5 (direct GEMM path vs Winograd over channels
   // 8..512, feature maps 6..56, batch 1 and 8):
   // - with fewer than 16 channels on either side the tile transforms cost more than they save;

@@ -5,7 +5,8 @@
 //
 // CONVPOOL_CPU_WINOGRAD=0|1|auto (read at first use; convpool._C._cpu_winograd_mode() reads and
 // sets it at run time): 0 never, 1 whenever the convolution has that shape and dtype, auto (the
-// default) where it is measured to be faster (chosen() below).
+// default) where it is measured to be faster (preferred() below). A shorthand for the registry:
+// 0 makes winograd_f4x4 inapplicable, 1 makes the heuristic prefer it wherever it applies.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,10 +20,13 @@ const char* mode_name();
 // Sets the mode from "0", "1" or "auto"; anything else raises.
 void set_mode(const char* name);
 
-// Whether conv2d's CPU fprop of `p` in `dtype` runs through Winograd: the one place that decides.
-bool chosen(const Conv2dParams& p, c10::ScalarType dtype);
+// Whether Winograd can compute conv2d's fprop of `p` in `dtype` (its registry entry,
+// winograd_f4x4, is applicable): the shape and dtype above, and a mode other than "0".
+bool applies(const Conv2dParams& p, c10::ScalarType dtype);
+// Whether the heuristic takes it where it applies: mode "1", or the measured thresholds.
+bool preferred(const Conv2dParams& p);
 
-// output = input (*) weight + bias for a problem chosen() accepted (any strides, any layout).
+// output = input (*) weight + bias for a problem applies() accepted (any strides, any layout).
 // Returns false if a value came out inf or NaN: an inf/NaN input or weight spreads over whole
 // 4x4 tiles (and inf - inf turns into NaN), unlike the direct sum, so the caller recomputes the
 // output with the direct path, which then matches PyTorch's non-finite results.

@@ -8,7 +8,7 @@ import torch  # noqa: F401  (libtorch must be loaded before our extension)
 
 from . import _C  # noqa: F401  (registers the torch.ops.convpool schemas and kernels)
 from . import _autocast, _fake, _vmap, autograd  # noqa: F401  (fake kernels, autograd, vmap, autocast)
-from . import testing  # noqa: F401  (convpool.testing.cuda_emulation)
+from . import backends, testing  # noqa: F401  (convpool.backends.cpu, convpool.testing.cuda_emulation)
 from .convert import convert
 from .functional import conv2d, conv_transpose2d, max_pool2d
 from .info import build_info

@@ -1,0 +1,221 @@
+// The CPU algorithms of every op as data: one table per problem kind (conv2d.cpp holds the conv
+// ops' table, max_pool2d.cpp the pool ops'), one entry per algorithm. An entry names the op it
+// computes, the instruction set it needs, when it can run (`applicable`: a hard constraint of
+// the kernel) and when the hand-tuned heuristic wants it (`preferred`, null = always). The
+// heuristic order of the applicable entries is: preferred ones first, then by `priority`; the
+// selector runs the first, unless a name is forced (convpool.backends.cpu.force,
+// CONVPOOL_CPU_ALGO) or autotuning picked another. The debug query (convpool.backends.cpu
+// .algorithms / .selected) and the per-algorithm tests read the same table.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace convpool::cpu {
+
+// The ops of torch.ops.convpool, as the registry knows them.
+enum class Op : int {
+  fprop,           // conv2d
+  dgrad,           // conv2d_grad_input
+  wgrad,           // conv2d_grad_weight
+  grad_bias,       // conv2d_grad_bias
+  pool_forward,    // max_pool2d (values and indices)
+  pool_values,     // max_pool2d_values
+  pool_backward,   // max_pool2d_backward
+};
+constexpr int kOps = 7;
+const char* op_name(Op op);  // the torch.ops.convpool name
+
+// Instruction sets an algorithm may need, ordered: one needing avx2 runs on an avx512 CPU.
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+const char* isa_name(Isa isa);
+// What this CPU offers, capped by CONVPOOL_CPU_ISA (the GEMM's run-time choice, gemm.cpp).
+Isa active_isa();
+
+template <class Problem>
+struct Algorithm {
+  const char* name;  // stable: tests, force() and tuning caches refer to it
+  Op op;
+  Isa isa;
+  int priority;  // heuristic order among equally preferred entries, lowest first
+  bool (*applicable)(const Problem&);
+  bool (*preferred)(const Problem&);  // nullptr: always
+  void (*run)(const Problem&);
+};
+
+// The forced algorithm name (nullptr: none). Initially CONVPOOL_CPU_ALGO; set_forced checks the
+// name against every table (registered_names) and raises on an unknown one.
+const char* forced();
+void set_forced(const char* name);  // nullptr or "" clears
+// Every registered (op, name, isa), for the force() check and the tests.
+struct NameEntry {
+  Op op;
+  const char* name;
+  Isa isa;
+};
+const std::vector<NameEntry>& registered_names();
+void register_names(const NameEntry* entries, size_t count);
+// A table's names, registered from a static initializer of the file that holds the table.
+template <class Problem, size_t N>
+bool register_table(const Algorithm<Problem> (&table)[N]) {
+  std::vector<NameEntry> names;
+  for (const auto& e : table) names.push_back({e.op, e.name, e.isa});
+  register_names(names.data(), names.size());
+  return true;
+}
+
+// The debug query: while active on this thread, an op body records its applicable algorithms and
+// its selection instead of computing (its output is left unwritten).
+struct QueryRecord {
+  std::vector<std::string> applicable;  // heuristic order
+  std::string selected;
+  bool recorded = false;
+};
+QueryRecord* active_query();  // nullptr unless convpool._C._cpu_query is on for this thread
+void set_query(QueryRecord* record);
+
+// Autotuning (convpool.backends.cpu.benchmark; initially CONVPOOL_CPU_BENCHMARK=1): the first
+// call of a problem key times its applicable algorithms on the call's own tensors and remembers
+// the fastest; later calls of that key run it after one hash lookup. With
+// CONVPOOL_CPU_TUNE_CACHE=path the choices persist in that file (registry.cpp). Under
+// torch.use_deterministic_algorithms(True) nothing is timed: a key already tuned (in this process
+// or in the file) keeps its algorithm, any other runs the heuristic's, so results never depend on
+// a timing.
+bool benchmark_enabled();
+void set_benchmark(bool on);
+bool deterministic_mode();
+// The remembered algorithm of `key` (a name of the table's static storage), or nullptr.
+const char* tuned(const std::string& key);
+void remember(const std::string& key, const char* name, double seconds_spent);
+struct TuningStats {
+  int64_t problems;  // keys timed in this process
+  double seconds;    // time spent timing them
+  int64_t cached;    // keys known (timed here or loaded from the file)
+};
+TuningStats tuning_stats();
+void clear_tuning();  // forgets this process's choices (not the file)
+double now_seconds();  // a monotonic clock
+
+// Raises the error for a forced algorithm that does not apply to a call (names the applicable).
+[[noreturn]] void not_applicable(Op op, const char* name, const std::vector<const char*>& applicable,
+                                 const std::string& problem, Isa needs);
+
+// The applicable entries of `op` for `q` in heuristic order.
+template <class Problem, size_t N>
+std::vector<const Algorithm<Problem>*> candidates(const Algorithm<Problem> (&table)[N], Op op,
+                                                  const Problem& q) {
+  std::vector<const Algorithm<Problem>*> out;
+  const Isa isa = active_isa();
+  for (const auto& e : table)
+    if (e.op == op && static_cast<int>(e.isa) <= static_cast<int>(isa) && e.applicable(q))
+      out.push_back(&e);
+  std::vector<char> pref(out.size());
+  for (size_t i = 0; i < out.size(); ++i) pref[i] = !out[i]->preferred || out[i]->preferred(q);
+  std::vector<size_t> order(out.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (pref[a] != pref[b]) return pref[a] > pref[b];
+    return out[a]->priority < out[b]->priority;
+  });
+  std::vector<const Algorithm<Problem>*> sorted;
+  for (size_t i : order) sorted.push_back(out[i]);
+  return sorted;
+}
+
+// The entry that runs `q`: the forced one where this op has an entry of that name (an error if
+// it does not apply), else the heuristic's first. `describe` names the problem in errors.
+template <class Problem, size_t N>
+const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
+                                 std::string (*describe)(const Problem&)) {
+  const auto found = candidates(table, op, q);
+  if (const char* name = forced()) {
+    const Algorithm<Problem>* named = nullptr;
+    for (const auto& e : table)
+      if (e.op == op && std::string(e.name) == name) named = &e;
+    if (named != nullptr) {
+      for (const auto* e : found)
+        if (e == named) return *e;
+      std::vector<const char*> names;
+      for (const auto* e : found) names.push_back(e->name);
+      not_applicable(op, name, names, describe(q), named->isa);
+    }
+  }
+  TORCH_INTERNAL_ASSERT(!found.empty(), "convpool: no CPU algorithm for ", op_name(op), " ",
+                        describe(q));
+  return *found.front();
+}
+
+// Times `found` on `q` (each run overwrites the same output): one warm-up run each, candidates
+// more than twice as slow as the fastest warm-up dropped, then kRepeats interleaved rounds; the
+// fastest median wins.
+template <class Problem>
+const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& found,
+                                  const Problem& q) {
+  constexpr int kRepeats = 3;
+  std::vector<double> warm(found.size());
+  for (size_t i = 0; i < found.size(); ++i) {
+    const double t0 = now_seconds();
+    found[i]->run(q);
+    warm[i] = now_seconds() - t0;
+  }
+  const double best_warm = *std::min_element(warm.begin(), warm.end());
+  std::vector<size_t> alive;
+  for (size_t i = 0; i < found.size(); ++i)
+    if (warm[i] <= 2 * best_warm) alive.push_back(i);
+  std::vector<std::vector<double>> times(found.size());
+  for (int r = 0; r < kRepeats; ++r)
+    for (size_t i : alive) {
+      const double t0 = now_seconds();
+      found[i]->run(q);
+      times[i].push_back(now_seconds() - t0);
+    }
+  size_t best = alive.front();
+  double best_median = 0;
+  for (size_t i : alive) {
+    std::sort(times[i].begin(), times[i].end());
+    const double median = times[i][kRepeats / 2];
+    if (i == alive.front() || median < best_median) best = i, best_median = median;
+  }
+  return found[best];
+}
+
+// The op body's call: select, then run (or, under the debug query, record and return).
+// `key` names the problem for the tuning cache: every parameter, dtype, strides, thread count.
+template <class Problem, size_t N>
+void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
+              std::string (*describe)(const Problem&), std::string (*key)(const Problem&)) {
+  const Algorithm<Problem>* chosen = &select(table, op, q, describe);
+  const char* name = forced();
+  const bool forced_here = name != nullptr && std::string(name) == chosen->name;
+  if (!forced_here && benchmark_enabled()) {
+    const auto found = candidates(table, op, q);
+    if (found.size() > 1) {
+      const std::string k = std::string(op_name(op)) + "|" + isa_name(active_isa()) + "|" + key(q);
+      const char* known = tuned(k);
+      const Algorithm<Problem>* hit = nullptr;
+      for (const auto* e : found)
+        if (known != nullptr && std::string(e->name) == known) hit = e;
+      if (hit != nullptr) {
+        chosen = hit;
+      } else if (!deterministic_mode() && active_query() == nullptr) {
+        const double t0 = now_seconds();
+        chosen = fastest(found, q);
+        remember(k, chosen->name, now_seconds() - t0);
+      }
+    }
+  }
+  if (QueryRecord* record = active_query()) {
+    record->applicable.clear();
+    for (const auto* e : candidates(table, op, q)) record->applicable.push_back(e->name);
+    record->selected = chosen->name;
+    record->recorded = true;
+    return;
+  }
+  chosen->run(q);
+}
+
+}  // namespace convpool::cpu
