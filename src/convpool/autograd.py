@@ -192,7 +192,7 @@ class Conv2dGradInput(_SingleLevelFunction):
             out = call(_GRAD_INPUT, t_grad_output, weight, ctx.input_size, *ctx.conv_args)
         if t_weight is not None:
             out = _add(out, call(_GRAD_INPUT, grad_output, t_weight, ctx.input_size,
-                                                  *ctx.conv_args))
+                                 *ctx.conv_args))
         return out
 
 
@@ -226,7 +226,7 @@ class Conv2dGradWeight(_SingleLevelFunction):
             out = call(_GRAD_WEIGHT, t_grad_output, input, ctx.weight_size, *ctx.conv_args)
         if t_input is not None:
             out = _add(out, call(_GRAD_WEIGHT, grad_output, t_input, ctx.weight_size,
-                                                   *ctx.conv_args))
+                                 *ctx.conv_args))
         return out
 
 
