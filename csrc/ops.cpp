@@ -9,10 +9,12 @@
 #include <string>
 
 #include "cpu/registry.h"
+#include "direct_calls.h"
 #include "cpu/winograd.h"
 #include "shape.h"
 
-// Importing convpool._C runs the static initializers below; no pybind11 needed.
+// Importing convpool._C runs the static initializers below; no pybind11 needed here (the direct
+// entry points of direct_calls.cpp use torch's Python headers, in that file only).
 namespace convpool::cpu::gemm {
 const char* active_isa();  // cpu/gemm.cpp
 }
@@ -301,7 +303,12 @@ PyMethodDef methods[] = {
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr && PyModule_AddFunctions(module, convpool::direct_call_methods()) != 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 

@@ -18,6 +18,7 @@ from torch._functorch.utils import enable_single_level_autograd_function
 from torch.autograd import forward_ad
 from torch.autograd.function import _SingleLevelFunction
 
+from . import _C
 from ._layout import is_channels_last
 
 ops = torch.ops.convpool
@@ -46,31 +47,77 @@ def _below_autograd(op, keyset, args):
 
 
 def call(op, *args):
-    """op(*args), for an op (OpOverloadPacket) of ours, without the dispatcher's boxed call into
-    the Python Autograd kernel below (several microseconds, more than a tiny layer's arithmetic)
-    outside torch.func, torch.compile and autocast: the Function is applied here directly when a
-    derivative may be needed, else the op runs below autograd. Under torch.compile the call is
-    traced as it is (the graph holds the op; AOTAutograd runs its Autograd kernel)."""
+    """op(*args), for an op (OpOverloadPacket) of ours, at the least per-call cost that keeps
+    every mode. Under torch.func and torch.compile the call goes through the dispatcher as it is
+    (torch.compile traces it: the graph holds the op; AOTAutograd runs its Autograd kernel).
+    Otherwise, without the dispatcher's boxed call into the Python Autograd kernel (several
+    microseconds): a call that needs no derivative runs the op below autograd through
+    convpool._C's direct entry point (no torch.ops argument parsing: csrc/direct_calls.cpp); a
+    plain reverse-mode call of conv2d / max_pool2d records a C++ autograd node there; any other
+    call that may need a derivative (a dual level, tensor subclasses, ...) applies the op's
+    Function here."""
     if torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
         return op(*args)
-    if ((torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
-            or forward_ad._current_level >= 0):  # _needs_autograd, inlined: this is hot
-        if torch._C._is_any_autocast_enabled():
-            # The autocast kernel sits above autograd: its casts must be recorded and the
-            # Function must save the cast tensors, so the dispatcher goes first.
-            return op(*args)
-        return _APPLY[op](*args)
-    with _BELOW_AUTOGRAD():
-        return _KERNEL[op](*args)
+    entry = _ENTRIES[id(op)]  # by id: OpOverloadPacket.__hash__ is a Python method
+    # Over the leading tensor arguments only: _any_requires_grad is 1 us slower over int lists.
+    reverse = torch.is_grad_enabled() and torch._C._any_requires_grad(*args[:entry.tensors])
+    dual = forward_ad._current_level >= 0  # torch.func.jvp enters a dual level too
+    if not (reverse or dual):  # _below_autograd_direct, inlined: this is the hottest path
+        out = entry.direct(*args)
+        if out is NotImplemented:
+            with _BELOW_AUTOGRAD():
+                return entry.kernel(*args)
+        return out
+    if torch._C._is_any_autocast_enabled():
+        # The autocast kernel sits above autograd: its casts must be recorded and the
+        # Function must save the cast tensors, so the dispatcher goes first.
+        return op(*args)
+    if not dual and entry.recording is not None:
+        out = entry.recording(*args)
+        if out is not NotImplemented:
+            return out
+    return entry.apply(*args)
 
 
-_APPLY = {}  # op -> its Function's apply without a keyset (see forward below)
-# op -> the C++ callable behind op.default (OpOverload.__call__ is one more Python frame)
-_KERNEL = {packet: packet.default._op for packet in
-           (getattr(ops, name) for name in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight",
-                                            "conv2d_grad_bias", "max_pool2d",
-                                            "max_pool2d_values", "max_pool2d_backward"))}
+def _below_autograd_direct(op, args):
+    """op(*args) below autograd; through the direct entry point when the call is a plain one
+    (exact tensors, lists of ints: it returns NotImplemented otherwise), else through torch.ops
+    (__torch_function__ overrides, its argument conversions and messages)."""
+    entry = _ENTRIES[id(op)]
+    out = entry.direct(*args)
+    if out is NotImplemented:
+        with _BELOW_AUTOGRAD():
+            return entry.kernel(*args)
+    return out
+
+
+class _Entry:
+    """How `call` reaches one op. tensors: how many leading arguments are tensors (or None);
+    direct: its entry point in convpool._C (same positional arguments; csrc/direct_calls.cpp);
+    kernel: the C++ callable behind op.default (OpOverload.__call__ is one more Python frame);
+    recording: its entry point recording a C++ autograd node, or None; apply: its Function's
+    apply without a keyset (set by _register)."""
+    __slots__ = ("tensors", "direct", "kernel", "recording", "apply")
+
+    def __init__(self, name, tensors, recording=None):
+        self.tensors = tensors
+        self.direct = getattr(_C, "_" + name)
+        self.kernel = getattr(ops, name).default._op
+        self.recording = recording
+        self.apply = None
+
+
+_ENTRIES = {id(getattr(ops, name)): _Entry(name, *spec) for name, spec in {
+    "conv2d": (3, _C._conv2d_autograd),
+    "conv2d_grad_input": (2,),
+    "conv2d_grad_weight": (2,),
+    "conv2d_grad_bias": (1,),
+    "max_pool2d": (1, _C._max_pool2d_autograd),
+    "max_pool2d_values": (1,),
+    "max_pool2d_backward": (3,),
+}.items()}
 _BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+_CONV2D_BACKWARD = _C._conv2d_backward
 
 
 def _register(name):
@@ -89,8 +136,7 @@ def _register(name):
 
         def forward(keyset, *args):
             if keyset is None:  # from `call`: no torch.func level below to re-dispatch to
-                with torch._C._AutoDispatchBelowAutograd():
-                    return op(*args)
+                return _below_autograd_direct(packet, args)
             # apply() turns reverse and forward gradients off around forward; under torch.func
             # the transform levels below this one need them back (as functorch's own
             # single-level Functions do), or their nodes and tangents would be dropped.
@@ -98,7 +144,7 @@ def _register(name):
                 return _below_autograd(op, keyset, args)
 
         function.forward = staticmethod(forward)
-        _APPLY[packet] = lambda *args: function.apply(None, *args)
+        _ENTRIES[id(packet)].apply = lambda *args: function.apply(None, *args)
         _lib.impl(name, kernel, "Autograd", with_keyset=True)
         return function
 
@@ -131,12 +177,22 @@ class Conv2d(_SingleLevelFunction):
         if ctx.channels_last and not is_channels_last(grad):
             # As PyTorch: the gradients take the layout the forward chose.
             grad = grad.contiguous(memory_format=torch.channels_last)
+        needs = ctx.needs_input_grad
+        if not (torch.is_grad_enabled() or forward_ad._current_level >= 0
+                or torch._C._are_functorch_transforms_active()):
+            # A first-order backward (no graph to record, no tangents): the three backward ops
+            # in one direct call, each only where needed (torch's convolution_backward's
+            # output mask). NotImplemented for an unusual call (a tensor subclass, ...).
+            grads = _CONV2D_BACKWARD(grad, input, weight, *ctx.conv_args, needs[1], needs[2],
+                                     needs[3])
+            if grads is not NotImplemented:
+                return (None, *grads, None, None, None, None)
         grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[1]:
+        if needs[1]:
             grad_input = call(_GRAD_INPUT, grad, weight, input.shape, *ctx.conv_args)
-        if ctx.needs_input_grad[2]:
+        if needs[2]:
             grad_weight = call(_GRAD_WEIGHT, grad, input, weight.shape, *ctx.conv_args)
-        if ctx.needs_input_grad[3]:
+        if needs[3]:
             if input.shape[-3] == 0:
                 # No input channels: the output has no channels either (PyTorch's shape).
                 grad_bias = grad.new_zeros(weight.shape[0])
@@ -319,4 +375,4 @@ def _max_pool2d_values_autograd(keyset, *args):
 
 
 _lib.impl("max_pool2d_values", _max_pool2d_values_autograd, "Autograd", with_keyset=True)
-_APPLY[ops.max_pool2d_values] = lambda *args: MaxPool2d.apply(None, *args)[0]
+_ENTRIES[id(ops.max_pool2d_values)].apply = lambda *args: MaxPool2d.apply(None, *args)[0]

@@ -19,6 +19,8 @@ _IntOrPair = Union[int, Sequence[int]]
 
 def _int_list(value) -> List[int]:
     """An int or a sequence of ints as a list; the op validates the length and the values."""
+    if type(value) is int:  # the common case first: this is on every call's path
+        return [value]
     if isinstance(value, (list, tuple, torch.Size)):
         return [int(v) if isinstance(v, torch.SymInt) else v for v in value]
     return [value]
