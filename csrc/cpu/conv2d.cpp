@@ -994,11 +994,18 @@ const char* conv2d_algorithm(const Conv2dParams& p, c10::ScalarType dtype, bool 
   return select(kConvAlgorithms, dgrad ? Op::dgrad : Op::fprop, q, describe).name;
 }
 
+// The multiply-adds of one pass (fprop, dgrad and wgrad alike), saturating: for kSerialWork.
+int64_t multiply_adds(const Conv2dParams& p) {
+  const double macs = static_cast<double>(p.batch) * p.out_channels * p.out_height * p.out_width *
+                      p.in_channels_per_group() * p.kernel_h * p.kernel_w;
+  return macs >= 9e18 ? INT64_MAX : static_cast<int64_t>(macs);
+}
+
 void Conv2dBackend::fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                           const at::Tensor* bias, at::Tensor& output) {
   advise_huge_pages(output);
   dispatch(kConvAlgorithms, Op::fprop, ConvProblem{"input", &p, &input, &weight, bias, &output},
-           describe, key);
+           describe, key, multiply_adds(p));
 }
 
 void Conv2dBackend::dgrad(const Conv2dParams& p, const at::Tensor& grad_output,
@@ -1006,20 +1013,20 @@ void Conv2dBackend::dgrad(const Conv2dParams& p, const at::Tensor& grad_output,
   advise_huge_pages(grad_input);
   dispatch(kConvAlgorithms, Op::dgrad,
            ConvProblem{"grad_output", &p, &grad_output, &weight, nullptr, &grad_input}, describe,
-           key);
+           key, multiply_adds(p));
 }
 
 void Conv2dBackend::wgrad(const Conv2dParams& p, const at::Tensor& grad_output,
                           const at::Tensor& input, at::Tensor& grad_weight) {
   dispatch(kConvAlgorithms, Op::wgrad,
            ConvProblem{"grad_output", &p, &grad_output, &input, nullptr, &grad_weight}, describe,
-           key);
+           key, multiply_adds(p));
 }
 
 void Conv2dBackend::grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
   dispatch(kConvAlgorithms, Op::grad_bias,
            ConvProblem{"grad_output", nullptr, &grad_output, nullptr, nullptr, &grad_bias},
-           describe, key);
+           describe, key, grad_output.numel());
 }
 
 }  // namespace convpool::cpu

@@ -827,19 +827,27 @@ const bool kPoolNamesRegistered = register_table(kPoolAlgorithms);
 
 }  // namespace
 
+// Elements a forward visits (outputs times window), saturating: registry.h's kSerialWork.
+int64_t window_visits(int64_t outputs, const Pool2dParams& p) {
+  const double visits = static_cast<double>(outputs) * p.kernel_h * p.kernel_w;
+  return visits >= 9e18 ? INT64_MAX : static_cast<int64_t>(visits);
+}
+
 void MaxPool2dBackend::forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
                                at::Tensor* indices) {
   advise_huge_pages(values);
   if (indices) advise_huge_pages(*indices);
   dispatch(kPoolAlgorithms, indices ? Op::pool_forward : Op::pool_values,
-           PoolProblem{&p, &input, &values, indices, nullptr}, describe, key);
+           PoolProblem{&p, &input, &values, indices, nullptr}, describe, key,
+           window_visits(values.numel(), p));
 }
 
 void MaxPool2dBackend::backward(const Pool2dParams& p, const at::Tensor& grad_output,
                                 const at::Tensor& indices, at::Tensor& grad_input) {
   advise_huge_pages(grad_input);
   dispatch(kPoolAlgorithms, Op::pool_backward,
-           PoolProblem{&p, &grad_output, &grad_input, nullptr, &indices}, describe, key);
+           PoolProblem{&p, &grad_output, &grad_input, nullptr, &indices}, describe, key,
+           grad_input.numel() + grad_output.numel());
 }
 
 }  // namespace convpool::cpu

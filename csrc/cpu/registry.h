@@ -9,11 +9,15 @@
 #pragma once
 
 #include <c10/util/Exception.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace convpool::cpu {
 
@@ -183,11 +187,41 @@ const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& 
   return found[best];
 }
 
+// Within its scope at::parallel_for runs its body on the calling thread. Its inline path needs
+// omp_in_parallel() or at::get_num_threads() == 1 (torch's OpenMP build does not consult
+// c10::ParallelGuard); at::get_num_threads() reads this thread's OpenMP thread-count setting,
+// which this lowers to 1 and restores (it is per thread: other threads are unaffected).
+class SerialScope {
+ public:
+  SerialScope() : saved_(at::get_num_threads()) { set(1); }
+  ~SerialScope() { set(saved_); }
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  static void set(int threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+  }
+  int saved_;
+};
+
+// Problems with less work than this (multiply-adds or element visits) run on the calling thread
+// alone: waking the other threads of the pool costs more than they would save. Measured (AMD
+// EPYC Zen 3, 2 threads): a tiny conv's wall time is ~2x its single-thread time when its
+// parallel_for wakes the second thread; at this size the split starts to pay for itself.
+constexpr int64_t kSerialWork = 1 << 15;
+
 // The op body's call: select, then run (or, under the debug query, record and return).
 // `key` names the problem for the tuning cache: every parameter, dtype, strides, thread count.
+// `work` estimates its arithmetic (see kSerialWork).
 template <class Problem, size_t N>
 void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
-              std::string (*describe)(const Problem&), std::string (*key)(const Problem&)) {
+              std::string (*describe)(const Problem&), std::string (*key)(const Problem&),
+              int64_t work) {
   const Algorithm<Problem>* chosen = &select(table, op, q, describe);
   const char* name = forced();
   const bool forced_here = name != nullptr && std::string(name) == chosen->name;
@@ -215,7 +249,12 @@ void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
     record->recorded = true;
     return;
   }
-  chosen->run(q);
+  if (work < kSerialWork) {
+    SerialScope serial;
+    chosen->run(q);
+  } else {
+    chosen->run(q);
+  }
 }
 
 }  // namespace convpool::cpu
