@@ -1,7 +1,8 @@
 // Whether the CPU kernels outside the GEMM may use AVX2 / AVX-512. The decision has one home, the GEMM's
 // run-time ISA choice (gemm.cpp: CPU features, capped by CONVPOOL_CPU_ISA=generic|avx2|avx512).
 // The library is compiled for baseline x86-64 (it must import anywhere); AVX2 / AVX-512 kernels
-// are functions built with __attribute__((target(...))).
+// are functions built with __attribute__((target(...))) or files compiled under the ISA's
+// `#pragma GCC target` (depthwise/avx2.cpp, depthwise/avx512.cpp).
 #pragma once
 
 #include <cstring>
