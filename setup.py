@@ -69,7 +69,7 @@ def cuda_decision(cuda_sources):
 
 
 def extension():
-    cpp_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+    cpp_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp", "csrc/cpu/*/*.cpp")
     cuda_sources = sources("csrc/cuda/*.cu", "csrc/cuda/*.cpp")
     assert cpp_sources, f"no C++ sources found under {ROOT}/csrc"
     debug = flag("CONVPOOL_DEBUG")

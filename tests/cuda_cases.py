@@ -1,11 +1,13 @@
 """Shared cases and checks of the CUDA parity suites: tests/test_cuda_emulated.py (the kernels
-through the CPU emulator) and tests/test_cuda.py (on a GPU). Shapes are tiny on purpose: the
-emulator runs every GPU thread as a fiber on one CPU core, yet the cases cover several tiles in M,
-N and K, several wgrad splits, groups, depthwise, stride, padding, dilation, 1x1 and unbatched."""
+through the CPU emulator) and tests/test_cuda.py (on a GPU). The cases are tests/samples.py's
+CUDA samples: tiny on purpose (the emulator runs every GPU thread as a fiber on one CPU core), yet
+they cover several tiles in M, N and K, several wgrad splits, groups, depthwise, stride, padding,
+dilation, 1x1 and unbatched."""
 import torch
 import torch.nn.functional as F
 
 import convpool
+import samples
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 LAYOUTS = ["nchw", "channels_last"]
@@ -28,40 +30,10 @@ TOLERANCES = {
     torch.bfloat16: (2.5e-1, 5e-2),
 }
 
-# input (N, C, H, W) or (C, H, W); out_channels, kernel, stride, padding, dilation, groups, bias
-CONV_CASES = {
-    "basic": ((2, 3, 6, 5), 4, (3, 3), 1, 1, 1, 1, True),
-    "tiles": ((2, 5, 7, 6), 36, (3, 2), 1, (1, 0), 1, 1, True),   # M, N > 32, several K tiles
-    "strided": ((1, 4, 9, 8), 6, (3, 3), 2, 1, 1, 1, False),
-    "dilated": ((2, 3, 9, 9), 5, (3, 2), (2, 1), (2, 1), (2, 3), 1, True),
-    "grouped": ((2, 6, 5, 5), 4, (3, 3), 1, 1, 1, 2, True),
-    "depthwise": ((2, 4, 6, 7), 4, (3, 3), (1, 2), 1, 1, 4, True),
-    "depthwise_x2": ((1, 3, 7, 5), 6, (2, 3), 2, (1, 0), (1, 2), 3, False),
-    "pointwise": ((3, 7, 4, 4), 9, (1, 1), 1, 0, 1, 1, True),
-    "unbatched": ((3, 5, 6), 2, (2, 2), 1, 0, 1, 1, True),
-}
-
-# conv_transpose2d: input (N, C, H, W) or (C, H, W); out_channels, kernel, stride, padding,
-# output_padding, dilation, groups, bias. Its forward is the dgrad kernel, its backward fprop and
-# wgrad.
-TRANSPOSE_CASES = {
-    "unet": ((2, 6, 4, 5), 4, (2, 2), 2, 0, 0, 1, 1, True),
-    "dcgan_tiles": ((2, 5, 4, 4), 36, (4, 4), 2, 1, 0, 1, 1, False),  # M, N > 32
-    "output_padding": ((1, 4, 5, 4), 6, (3, 3), (2, 3), 1, (1, 2), 1, 2, True),
-    "output_padding_over_stride": ((2, 2, 4, 4), 4, (2, 3), 1, 0, (2, 1), (3, 2), 2, True),
-    "depthwise": ((2, 4, 5, 5), 4, (3, 3), 2, 1, 1, 1, 4, True),
-    "unbatched": ((3, 4, 5), 2, (3, 3), 2, 1, 1, 1, 1, True),
-}
-
-# input, kernel, stride, padding, dilation, ceil_mode
-POOL_CASES = {
-    "basic": ((2, 3, 6, 7), 2, None, 0, 1, False),
-    "overlap": ((2, 3, 7, 6), 3, 2, 1, 1, False),
-    "ceil": ((1, 4, 7, 7), 3, 2, 1, 1, True),
-    "dilated": ((2, 2, 9, 8), (3, 2), (2, 1), (1, 1), (2, 3), True),
-    "stride1": ((1, 3, 5, 5), 3, 1, 1, 1, False),
-    "unbatched": ((3, 5, 6), 2, 1, 0, 1, False),
-}
+# The cases, by name: tests/samples.py's CUDA_CONV, CUDA_TRANSPOSE and CUDA_POOL.
+CONV_CASES = samples.CUDA_CONV
+TRANSPOSE_CASES = samples.CUDA_TRANSPOSE
+POOL_CASES = samples.CUDA_POOL
 
 
 def to_layout(t, layout):
@@ -71,12 +43,12 @@ def to_layout(t, layout):
 
 
 def make_conv(case, dtype, layout, device="cpu", seed=0):
-    shape, out_ch, kernel, stride, padding, dilation, groups, has_bias = CONV_CASES[case]
+    s = CONV_CASES[case]
+    stride, padding, dilation, groups = s.stride, s.padding, s.dilation, s.groups
     g = torch.Generator().manual_seed(seed)
-    in_ch = shape[-3]
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    w = torch.randn((out_ch, in_ch // groups) + tuple(kernel), generator=g, dtype=torch.float64)
-    b = torch.randn(out_ch, generator=g, dtype=torch.float64) if has_bias else None
+    x = torch.randn(s.input_size, generator=g, dtype=torch.float64)
+    w = torch.randn(s.weight_size, generator=g, dtype=torch.float64)
+    b = torch.randn(s.k, generator=g, dtype=torch.float64) if s.bias else None
     x, w = to_layout(x, layout), to_layout(w, layout)
     # Values exactly representable in every dtype, so all dtypes see the same problem.
     x, w = x.to(dtype).to(device), w.to(dtype).to(device)
@@ -99,13 +71,13 @@ def conv_results(x, w, b, args, fn):
 
 
 def make_transpose(case, dtype, layout, device="cpu", seed=0):
-    shape, out_ch, kernel, stride, padding, output_padding, dilation, groups, has_bias = \
-        TRANSPOSE_CASES[case]
+    s = TRANSPOSE_CASES[case]
+    stride, padding, output_padding, dilation, groups = (s.stride, s.padding, s.output_padding,
+                                                         s.dilation, s.groups)
     g = torch.Generator().manual_seed(seed)
-    in_ch = shape[-3]
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    w = torch.randn((in_ch, out_ch // groups) + tuple(kernel), generator=g, dtype=torch.float64)
-    b = torch.randn(out_ch, generator=g, dtype=torch.float64) if has_bias else None
+    x = torch.randn(s.input_size, generator=g, dtype=torch.float64)
+    w = torch.randn(s.weight_size, generator=g, dtype=torch.float64)
+    b = torch.randn(s.k, generator=g, dtype=torch.float64) if s.bias else None
     x, w = to_layout(x, layout).to(dtype).to(device), to_layout(w, layout).to(dtype).to(device)
     b = b.to(dtype).to(device) if b is not None else None
     return x, w, b, dict(stride=stride, padding=padding, output_padding=output_padding,
@@ -156,10 +128,10 @@ def make_pool_input(shape, dtype, layout, device="cpu", seed=0):
 
 
 def check_pool(case, dtype, layout, device="cpu"):
-    shape, kernel, stride, padding, dilation, ceil_mode = POOL_CASES[case]
-    x = make_pool_input(shape, dtype, layout, device)
-    args = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
-                ceil_mode=ceil_mode)
+    s = POOL_CASES[case]
+    x = make_pool_input(s.input_size, dtype, layout, device)
+    args = dict(kernel_size=s.kernel, stride=s.stride, padding=s.padding, dilation=s.dilation,
+                ceil_mode=s.ceil_mode)
     xg = x.detach().requires_grad_()
     values, indices = convpool.max_pool2d(xg, return_indices=True, **args)
     xr = x.detach().cpu().requires_grad_()

@@ -1,4 +1,5 @@
-"""Shared test helpers: input layouts, tolerances, gradients of a random projection."""
+"""Shared test helpers: input layouts, tolerances, gradients of a random projection, and the
+CPU conv ops run with each applicable algorithm forced (convpool.backends.cpu)."""
 import torch
 
 LAYOUTS = ["contiguous", "channels_last", "strided_view", "transposed_view"]
@@ -43,3 +44,37 @@ def grads(output, inputs, seed=0):
 
 def leaf(t):
     return t.detach().requires_grad_(True)
+
+
+CONV_OPS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias")
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def conv_op_args(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    """{op: the arguments of torch.ops.convpool.<op>} for one convolution and an output gradient
+    (conv2d_grad_bias only with a bias)."""
+    p = [_pair(stride), _pair(padding), _pair(dilation), groups]
+    args = {"conv2d": [x, w, b] + p,
+            "conv2d_grad_input": [grad_output, w, list(x.shape)] + p,
+            "conv2d_grad_weight": [grad_output, x, list(w.shape)] + p}
+    if b is not None:
+        args["conv2d_grad_bias"] = [grad_output]
+    return args
+
+
+def every_algorithm(op, args, only=None):
+    """[(name, result)]: torch.ops.convpool.<op>(*args) with each CPU algorithm that applies
+    (convpool.backends.cpu.algorithms, or those of them named in `only`) forced in turn, so a test
+    reaches every kernel whatever the heuristic's thresholds."""
+    from convpool.backends import cpu
+    results = []
+    for name in cpu.algorithms(op, *args):
+        if only is not None and name not in only:
+            continue
+        with cpu.force(name):
+            assert cpu.selected(op, *args) == name
+            results.append((name, getattr(torch.ops.convpool, op)(*args)))
+    return results

@@ -1,5 +1,7 @@
-"""The CPU conv GEMM (csrc/cpu/gemm.h): edge tiles, the 1x1 and channels_last paths, determinism
-across thread counts, and the portable kernel forced with CONVPOOL_CPU_ISA=generic."""
+"""The CPU conv GEMM (csrc/cpu/gemm.h) under the GEMM-based conv algorithms (conv_gemm.cpp),
+forced by name (gemm_im2col, gemm_col2im: whichever applies to each op), so no shape reaches them
+or misses them through a heuristic threshold: edge tiles, the 1x1 and channels_last paths,
+determinism across thread counts, and the portable kernel forced with CONVPOOL_CPU_ISA=generic."""
 import os
 import subprocess
 import sys
@@ -11,6 +13,9 @@ import torch.nn.functional as F
 
 import convpool
 from convpool import _C
+from helpers import conv_op_args, every_algorithm
+
+GEMM = ("gemm_im2col", "gemm_col2im")
 
 # (N, C_in, H, W, C_out, k, stride, padding): GEMM M, N, K that are not multiples of the register
 # tiles (6/12 x 16/32) or cache blocks (KC 192/256, MC 96-192, NC 512/1024), K = 1, tiny problems.
@@ -40,10 +45,22 @@ def _reference(x, w, b, stride, padding):
     return (y,) + torch.autograd.grad(y, (xd, wd, bd), g), g
 
 
-def _ours(x, w, b, stride, padding, g):
-    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
-    y = convpool.conv2d(x, w, b, stride=stride, padding=padding)
-    return (y,) + torch.autograd.grad(y, (x, w, b), g.to(y.dtype))
+def _ours(x, w, b, stride, padding, g, groups=1):
+    """[(index into _reference's tuple, algorithm, result)]: output, grad_input, grad_weight with
+    every GEMM algorithm that applies forced (at least one per op), and grad_bias. The output
+    gradient is in the output's memory format, as autograd passes it."""
+    y = torch.ops.convpool.conv2d(x, w, b, [stride] * 2, [padding] * 2, [1, 1], groups)
+    go = g.to(y.dtype)
+    if not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
+        go = go.contiguous(memory_format=torch.channels_last)
+    args = conv_op_args(x, w, b, go, stride, padding, 1, groups)
+    results = []
+    for i, op in enumerate(("conv2d", "conv2d_grad_input", "conv2d_grad_weight")):
+        forced = every_algorithm(op, args[op], only=GEMM)
+        assert forced, (op, "no GEMM algorithm applies")
+        results += [(i, name, out) for name, out in forced]
+    results.append((3, "heuristic", torch.ops.convpool.conv2d_grad_bias(go)))
+    return results
 
 
 def _inputs(shape, dtype, layout):
@@ -68,11 +85,13 @@ def test_edge_tiles_against_float64(shape, dtype, layout):
     ref, g = _reference(x, w, b, stride, padding)
     ours = _ours(x, w, b, stride, padding, g)
     like_torch = F.conv2d(x, w, b, stride=stride, padding=padding)
-    assert ours[0].stride() == like_torch.stride()
     rtol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2}[dtype]
-    for a, r in zip(ours, ref):
+    for i, name, a in ours:
+        if i == 0:
+            assert a.stride() == like_torch.stride(), name
+        r = ref[i]
         scale = max(r.abs().max().item(), 1.0)  # operands are O(1)
-        assert (a.double() - r).abs().max().item() <= rtol * scale
+        assert (a.double() - r).abs().max().item() <= rtol * scale, (i, name)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -89,8 +108,8 @@ def test_threads_give_identical_bits(dtype, layout):
     finally:
         torch.set_num_threads(before)
     for other in results[1:]:
-        for a, r in zip(other, results[0]):
-            assert torch.equal(a, r)
+        for (i, name, a), (_, _, r) in zip(other, results[0]):
+            assert torch.equal(a, r), (i, name)
 
 
 def test_isa_reported():
@@ -100,25 +119,27 @@ def test_isa_reported():
 _SUBPROCESS_CHECK = textwrap.dedent("""
     import sys, torch, torch.nn.functional as F, convpool
     from convpool import _C
+    from convpool.backends import cpu
     assert _C._cpu_isa() == sys.argv[1], (_C._cpu_isa(), sys.argv[1])
     torch.manual_seed(0)
-    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
-        for cl in (False, True):
-            for (ci, co, k, p) in ((13, 35, 3, 1), (40, 9, 1, 0), (3, 50, 7, 3)):
-                x = torch.randn(2, ci, 23, 19, dtype=dtype)
-                if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                w = torch.randn(co, ci, k, k, dtype=dtype)
-                x.requires_grad_(); w.requires_grad_()
-                y = convpool.conv2d(x, w, None, padding=p)
-                g = torch.randn_like(y)
-                ours = (y,) + torch.autograd.grad(y, (x, w), g)
-                xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-                r = F.conv2d(xd, wd, padding=p)
-                ref = (r,) + torch.autograd.grad(r, (xd, wd), g.double())
-                for a, b in zip(ours, ref):
-                    err = (a.double() - b).abs().max().item() / (b.abs().max().item() + 1e-12)
-                    assert err <= tol, (dtype, cl, ci, co, k, err)
+    with cpu.force("gemm_im2col"):  # fprop, stride-1 dgrad and wgrad: the GEMM, by name
+        for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+            for cl in (False, True):
+                for (ci, co, k, p) in ((13, 35, 3, 1), (40, 9, 1, 0), (3, 50, 7, 3)):
+                    x = torch.randn(2, ci, 23, 19, dtype=dtype)
+                    if cl:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    w = torch.randn(co, ci, k, k, dtype=dtype)
+                    x.requires_grad_(); w.requires_grad_()
+                    y = convpool.conv2d(x, w, None, padding=p)
+                    g = torch.randn_like(y)
+                    ours = (y,) + torch.autograd.grad(y, (x, w), g)
+                    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+                    r = F.conv2d(xd, wd, padding=p)
+                    ref = (r,) + torch.autograd.grad(r, (xd, wd), g.double())
+                    for a, b in zip(ours, ref):
+                        err = (a.double() - b).abs().max().item() / (b.abs().max().item() + 1e-12)
+                        assert err <= tol, (dtype, cl, ci, co, k, err)
     print("ok")
 """)
 
@@ -161,9 +182,8 @@ def test_groups_with_wide_groups(dtype, layout):
     r = F.conv2d(xd, wd, bd, padding=1, groups=3)
     g = torch.linspace(-1, 1, r.numel(), dtype=torch.float64).reshape(r.shape)
     ref = (r,) + torch.autograd.grad(r, (xd, wd, bd), g)
-    xo, wo, bo = (t.detach().requires_grad_() for t in (x, w, b))
-    y = convpool.conv2d(xo, wo, bo, padding=1, groups=3)
-    ours = (y,) + torch.autograd.grad(y, (xo, wo, bo), g.to(dtype))
+    ours = _ours(x, w, b, 1, 1, g, groups=3)
     rtol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
-    for a, e in zip(ours, ref):
-        assert (a.double() - e).abs().max().item() <= rtol * max(e.abs().max().item(), 1.0)
+    for i, name, a in ours:
+        e = ref[i]
+        assert (a.double() - e).abs().max().item() <= rtol * max(e.abs().max().item(), 1.0), (i, name)

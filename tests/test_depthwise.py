@@ -1,5 +1,5 @@
 """Depthwise conv2d on the CPU (one output channel per input channel): the vectorized float32
-kernels of csrc/cpu/depthwise_simd.cpp and the portable templates they fall back to, forward,
+kernels of csrc/cpu/depthwise/ and the portable templates they fall back to, forward,
 grad_input and grad_weight, against torch in float64 and float32, in every layout they walk:
 
 - channels_last: vectors along channels (16 and 8 lanes: 16, 32 full, 17 and 40 with a partial one)
@@ -8,15 +8,19 @@ grad_input and grad_weight, against torch in float64 and float32, in every layou
 - NCHW otherwise: channel-blocked tiles (16 planes interleaved, banded rows)
 - strided grad_input: one stride-1 correlation per phase (channels_last, or in blocked tiles)
 - any other dtype: the portable kernels.
-The same tests run again with CONVPOOL_CPU_ISA=avx2 and =generic (test_cpu_isa.py)."""
+Each kernel (registry entry) that applies to a case is forced on it in turn
+(test_every_applicable_kernel_forced_matches_float64), so no walk is reached by a shape picked
+near a threshold; the other tests run what the heuristic selects. The same tests run again with CONVPOOL_CPU_ISA=avx2 and =generic (test_cpu_isa.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import convpool
-from helpers import TOLERANCES, grads, leaf, make_tensor
+from convpool.backends import cpu
+from helpers import CONV_OPS, TOLERANCES, conv_op_args, every_algorithm, grads, leaf, make_tensor
 
-# (N, C, H, W, kernel, stride, padding, dilation): each row names the walk it takes (float32)
+# (N, C, H, W, kernel, stride, padding, dilation): each row names the walk it is there for (the
+# heuristic's choice today, float32); the forced test runs every walk that applies to it
 CASES = [
     (2, 16, 9, 11, (3, 3), 1, 1, 1),      # flat (NCHW), channels_last
     (2, 17, 7, 7, (3, 3), 1, 1, 1),       # flat, partial vector; channels_last partial
@@ -70,6 +74,68 @@ def test_float32_matches_torch(case, layout, bias):
     torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(ours_grads, ref_grads):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def forced_calls(case, layout, dtype, bias=True):
+    """{op: (args, float64 reference)} of the four conv ops of a depthwise case."""
+    n, c, h, w_, kernel, stride, padding, dilation = case
+    x = make_tensor((n, c, h, w_), dtype, layout, seed=12)
+    w = make_tensor((c, 1) + kernel, dtype, "contiguous", seed=13)
+    b = make_tensor((1, 1, 1, c), dtype, seed=14).flatten() if bias else None
+    xd, wd = leaf(x.double()), leaf(w.double())
+    bd = leaf(b.double()) if bias else None
+    out = F.conv2d(xd, wd, bd, stride, padding, dilation, c)
+    go = make_tensor(tuple(out.shape), dtype, layout, seed=15)
+    refs = [out.detach()] + list(torch.autograd.grad(out, [t for t in (xd, wd, bd) if t is not None],
+                                                     go.double()))
+    args = conv_op_args(x, w, b, go, stride, padding, dilation, c)
+    return {op: (args[op], ref) for op, ref in zip(CONV_OPS, refs)}
+
+
+DEPTHWISE = {name for _, name, _ in cpu.table() if name.startswith("depthwise")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_applicable_kernel_forced_matches_float64(case, layout):
+    """Forward, grad_input and grad_weight (and grad_bias) with each CPU algorithm that applies
+    forced in turn: every depthwise walk and portable kernel (and the GEMM, which applies too),
+    whatever the heuristic prefers."""
+    for op, (args, ref) in forced_calls(case, layout, torch.float32).items():
+        results = every_algorithm(op, args)
+        assert results, op
+        if op != "conv2d_grad_bias":  # the GEMM applies to a depthwise conv too (not preferred)
+            assert {name for name, _ in results} & DEPTHWISE, op
+        for name, got in results:
+            torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"{op} forced to {name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_other_dtypes_every_portable_kernel_forced(dtype, layout):
+    tol = TOLERANCES[dtype]
+    for case in (CASES[0], CASES[6], CASES[10]):
+        for op, (args, ref) in forced_calls(case, layout, dtype).items():
+            results = every_algorithm(op, args)
+            assert results, op
+            scale = max(1.0, ref.abs().max().item())
+            for name, got in results:
+                torch.testing.assert_close(got.double() / scale, ref / scale, **tol,
+                                           msg=lambda m: f"{op} forced to {name}: {m}")
+
+
+def test_the_cases_reach_every_depthwise_kernel():
+    """Each depthwise entry this CPU can run applies to some case (and so is forced above)."""
+    rank = {"generic": 0, "avx2": 1, "avx512": 2}
+    wanted = {(op, name) for op, name, isa in cpu.table()
+              if name in DEPTHWISE and rank[isa] <= rank[cpu.isa()]}
+    reached = set()
+    for case in CASES:
+        for layout in LAYOUTS:
+            for op, (args, _) in forced_calls(case, layout, torch.float32).items():
+                reached |= {(op, name) for name in cpu.algorithms(op, *args)}
+    assert wanted <= reached, sorted(wanted - reached)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])

@@ -1,7 +1,11 @@
 """torch.library.opcheck on every torch.ops.convpool op: schema, fake kernel, autograd
-registration and AOT dispatch all consistent with the real kernel."""
+registration and AOT dispatch all consistent with the real kernel, on tests/samples.py's opcheck
+problems (every argument off its default) in several layouts, batched and unbatched."""
 import pytest
 import torch
+import torch.nn.functional as F
+
+import samples
 
 ops = torch.ops.convpool
 import convpool  # noqa: E402,F401  (registers the ops)
@@ -9,6 +13,7 @@ import convpool  # noqa: E402,F401  (registers the ops)
 
 def _conv_samples(requires_grad):
     g = torch.Generator().manual_seed(0)
+    s = samples.OPCHECK_CONV
 
     def t(*shape, cl=False):
         x = torch.randn(*shape, generator=g, dtype=torch.float64)
@@ -16,21 +21,25 @@ def _conv_samples(requires_grad):
             x = x.contiguous(memory_format=torch.channels_last)
         return x.requires_grad_(requires_grad)
 
-    args = ([2, 1], [1, 0], [1, 2], 2)
-    yield ops.conv2d.default, (t(2, 4, 7, 6), t(6, 2, 3, 2), t(6), *args)
-    yield ops.conv2d.default, (t(2, 4, 7, 6, cl=True), t(6, 2, 3, 2), None, *args)
-    yield ops.conv2d.default, (t(4, 7, 6), t(6, 2, 3, 2), t(6), *args)
-    out_shape = (2, 6, 4, 4)
-    yield ops.conv2d_grad_input.default, (t(*out_shape), t(6, 2, 3, 2), [2, 4, 7, 6], *args)
-    yield ops.conv2d_grad_input.default, (t(*out_shape, cl=True), t(6, 2, 3, 2), [2, 4, 7, 6], *args)
-    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(2, 4, 7, 6), [6, 2, 3, 2], *args)
-    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(2, 4, 7, 6, cl=True), [6, 2, 3, 2], *args)
+    args = tuple(s.args())
+    x_size, w_size = list(s.input_size), list(s.weight_size)
+    yield ops.conv2d.default, (t(*x_size), t(*w_size), t(s.k), *args)
+    yield ops.conv2d.default, (t(*x_size, cl=True), t(*w_size), None, *args)
+    yield ops.conv2d.default, (t(*x_size[1:]), t(*w_size), t(s.k), *args)  # unbatched
+    out_shape = tuple(F.conv2d(torch.empty(x_size, device="meta"), torch.empty(w_size, device="meta"),
+                               None, *args).shape)
+    yield ops.conv2d_grad_input.default, (t(*out_shape), t(*w_size), x_size, *args)
+    yield ops.conv2d_grad_input.default, (t(*out_shape, cl=True), t(*w_size), x_size, *args)
+    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(*x_size), w_size, *args)
+    yield ops.conv2d_grad_weight.default, (t(*out_shape), t(*x_size, cl=True), w_size, *args)
     yield ops.conv2d_grad_bias.default, (t(*out_shape),)
 
 
 def _pool_samples(requires_grad):
-    x = torch.randperm(2 * 3 * 7 * 6, generator=torch.Generator().manual_seed(0)).double().view(2, 3, 7, 6)
-    pool_args = ([3, 2], [2, 1], [1, 0], [1, 2], True)
+    s = samples.OPCHECK_POOL
+    x = torch.randperm(s.n * s.c * s.h * s.w, generator=torch.Generator().manual_seed(0)).double()
+    x = x.view(s.input_size)
+    pool_args = tuple(s.args())
     for inp in (x, x.contiguous(memory_format=torch.channels_last), x[0]):
         yield ops.max_pool2d.default, (inp.clone().requires_grad_(requires_grad), *pool_args)
     values, indices = ops.max_pool2d(x, *pool_args)

@@ -4,6 +4,7 @@
 // the rest of the library is built for the baseline ISA, so it imports on any x86-64 CPU (and
 // any other architecture, where only the portable kernel exists).
 #include "gemm.h"
+#include "isa.h"
 
 #ifndef CONVPOOL_AVX512_ROWS
 #define CONVPOOL_AVX512_ROWS 8
@@ -236,46 +237,11 @@ CONVPOOL_AVX512 void kernel_avx512(int64_t kc, const typename O::T* a, const typ
 
 #endif  // CONVPOOL_X86
 
-enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
-
-Isa detect_isa() {
-  Isa best = Isa::generic;
-#ifdef CONVPOOL_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
-  if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
-#endif
-  const char* env = std::getenv("CONVPOOL_CPU_ISA");
-  if (env == nullptr || *env == '\0') return best;
-  const std::string want(env);
-  Isa cap;
-  if (want == "generic") {
-    cap = Isa::generic;
-  } else if (want == "avx2") {
-    cap = Isa::avx2;
-  } else if (want == "avx512" || want == "native") {
-    cap = Isa::avx512;
-  } else {
-    TORCH_CHECK(false, "CONVPOOL_CPU_ISA must be generic, avx2, avx512 or native, but got '", want,
-                "'");
-  }
-  return static_cast<int>(cap) < static_cast<int>(best) ? cap : best;
-}
-
-Isa isa() {
-  static const Isa value = detect_isa();
-  return value;
-}
+Isa isa() { return cpu::active_isa(); }
 
 }  // namespace
 
-const char* active_isa() {
-  switch (isa()) {
-    case Isa::avx512: return "avx512";
-    case Isa::avx2: return "avx2";
-    default: return "generic";
-  }
-}
+const char* active_isa() { return isa_name(isa()); }
 
 // Cache blocks: B micro-panel (KC x NR) about 16 KiB so it stays in L1 next to the A micro-panel;
 // A block (MC x KC) about 100-200 KiB and B block (KC x NC) under 1 MiB: both in the per-core L2

@@ -46,7 +46,7 @@ struct KernelInfo {
 template <typename T>
 const KernelInfo<T>& kernel_info();
 
-// Name of the instruction set the float kernels use: "avx512", "avx2" or "generic".
+// Name of the instruction set the kernels use (isa.h's, as a name): "avx512", "avx2" or "generic".
 const char* active_isa();
 
 // Per-thread buffers, grown on demand and kept: 0, 1 the GEMM's packed panels (bounded by MC*KC +

@@ -1,24 +1,20 @@
-// Whether the CPU kernels outside the GEMM may use AVX2 / AVX-512. The decision has one home, the GEMM's
-// run-time ISA choice (gemm.cpp: CPU features, capped by CONVPOOL_CPU_ISA=generic|avx2|avx512).
-// The library is compiled for baseline x86-64 (it must import anywhere); AVX2 / AVX-512 kernels
-// are functions built with __attribute__((target(...))).
+// The CPU's instruction set, one enum for every kernel family: detected once, at first use
+// (isa.cpp: the CPU's features, capped by CONVPOOL_CPU_ISA=generic|avx2|avx512|native). The GEMM's
+// micro-kernel, Winograd's transforms, the depthwise and max_pool2d kernels and the registry's
+// ISA check all read it. The library is compiled for baseline x86-64 (it must import anywhere);
+// AVX2 / AVX-512 kernels are functions built with __attribute__((target(...))) or files compiled
+// under the ISA's `#pragma GCC target` (depthwise/avx2.cpp, depthwise/avx512.cpp). Plain C++.
 #pragma once
-
-#include <cstring>
-
-#include "gemm.h"
 
 namespace convpool::cpu {
 
-inline bool use_avx2() {
-  static const bool enabled = std::strcmp(gemm::active_isa(), "generic") != 0;
-  return enabled;
-}
+// Ordered: a kernel needing avx2 runs on an avx512 CPU.
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };  // avx2 means AVX2 + FMA
+const char* isa_name(Isa isa);  // "generic", "avx2", "avx512"
+Isa active_isa();
 
-// AVX-512F (the GEMM chose it: the CPU has it and CONVPOOL_CPU_ISA allows it).
-inline bool use_avx512() {
-  static const bool enabled = std::strcmp(gemm::active_isa(), "avx512") == 0;
-  return enabled;
-}
+inline bool use_avx2() { return active_isa() >= Isa::avx2; }
+// AVX-512F (the CPU has it and CONVPOOL_CPU_ISA allows it).
+inline bool use_avx512() { return active_isa() >= Isa::avx512; }
 
 }  // namespace convpool::cpu

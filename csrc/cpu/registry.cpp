@@ -40,23 +40,6 @@ const char* op_name(Op op) {
   return "?";
 }
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::generic: return "generic";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-  }
-  return "?";
-}
-
-Isa active_isa() {
-  static const Isa isa = [] {
-    const std::string name = gemm::active_isa();
-    return name == "avx512" ? Isa::avx512 : name == "avx2" ? Isa::avx2 : Isa::generic;
-  }();
-  return isa;
-}
-
 namespace {
 
 std::vector<NameEntry>& names() {

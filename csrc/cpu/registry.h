@@ -19,6 +19,8 @@
 #include <omp.h>
 #endif
 
+#include "isa.h"
+
 namespace convpool::cpu {
 
 // The ops of torch.ops.convpool, as the registry knows them.
@@ -34,17 +36,11 @@ enum class Op : int {
 constexpr int kOps = 7;
 const char* op_name(Op op);  // the torch.ops.convpool name
 
-// Instruction sets an algorithm may need, ordered: one needing avx2 runs on an avx512 CPU.
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
-const char* isa_name(Isa isa);
-// What this CPU offers, capped by CONVPOOL_CPU_ISA (the GEMM's run-time choice, gemm.cpp).
-Isa active_isa();
-
 template <class Problem>
 struct Algorithm {
   const char* name;  // stable: tests, force() and tuning caches refer to it
   Op op;
-  Isa isa;
+  Isa isa;      // the instruction set it needs (isa.h); active_isa() must reach it
   int priority;  // heuristic order among equally preferred entries, lowest first
   bool (*applicable)(const Problem&);
   bool (*preferred)(const Problem&);  // nullptr: always

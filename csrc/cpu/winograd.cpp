@@ -36,6 +36,7 @@
 
 #include "../shape.h"
 #include "gemm.h"
+#include "isa.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define CONVPOOL_WINOGRAD_X86 1
@@ -369,16 +370,7 @@ CONVPOOL_WINO_INLINE bool output_block_body(const Geometry& geo, const float* m_
 }
 
 // ---- ISA variants: the same bodies compiled for AVX-512, AVX2 + FMA and the baseline -----------
-
-enum class Simd { generic, avx2, avx512 };
-
-Simd simd() {
-  static const Simd value = [] {
-    const std::string isa = gemm::active_isa();
-    return isa == "avx512" ? Simd::avx512 : isa == "avx2" ? Simd::avx2 : Simd::generic;
-  }();
-  return value;
-}
+// (chosen by isa.h's active_isa()).
 
 #ifdef CONVPOOL_WINOGRAD_X86
 #define CONVPOOL_WINO_VARIANTS(RET, NAME, BODY, PARAMS, ARGS)                             \
@@ -390,9 +382,9 @@ Simd simd() {
   RET NAME##_generic PARAMS { return BODY ARGS; }                                         \
   template <typename scalar_t>                                                            \
   RET NAME PARAMS {                                                                       \
-    switch (simd()) {                                                                     \
-      case Simd::avx512: return NAME##_avx512<scalar_t> ARGS;                            \
-      case Simd::avx2: return NAME##_avx2<scalar_t> ARGS;                                \
+    switch (active_isa()) {                                                               \
+      case Isa::avx512: return NAME##_avx512<scalar_t> ARGS;                            \
+      case Isa::avx2: return NAME##_avx2<scalar_t> ARGS;                                \
       default: return NAME##_generic<scalar_t> ARGS;                                      \
     }                                                                                     \
   }
@@ -428,8 +420,8 @@ void weight_transform_range(const Geometry& geo, const float* w, Strides4 ws, fl
       weight_transform_body<NR>(g, w, ws, u, q0, q1);
     }
   };
-  if (simd() == Simd::avx512) return Variants::avx512(geo, w, ws, u_packed, q0, q1);
-  if (simd() == Simd::avx2) return Variants::avx2(geo, w, ws, u_packed, q0, q1);
+  if (active_isa() == Isa::avx512) return Variants::avx512(geo, w, ws, u_packed, q0, q1);
+  if (active_isa() == Isa::avx2) return Variants::avx2(geo, w, ws, u_packed, q0, q1);
 #endif
   weight_transform_body<NR>(geo, w, ws, u_packed, q0, q1);
 }

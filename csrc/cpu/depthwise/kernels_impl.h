@@ -1,7 +1,20 @@
-// The kernels of depthwise_simd.cpp, written once over a vector type: that file includes this
-// header once per ISA (AVX-512, AVX2), inside a namespace that defines V, kLanes and the vector
-// primitives, under a `#pragma GCC target` for that ISA. Not a standalone header (no include
-// guard on purpose).
+// The depthwise vector kernels, written once over the vector vocabulary of simd/<isa>.h (V,
+// kLanes, load, fmadd, ...): avx2.cpp and avx512.cpp each compile this file once, for their ISA,
+// into namespace depthwise::<isa>, and export its Kernels table (kernels.h). The including file
+// defines CONVPOOL_DEPTHWISE_ISA (avx2, avx512) and sets the ISA's `#pragma GCC target` first.
+#pragma once
+
+#ifndef CONVPOOL_DEPTHWISE_ISA
+#error "kernels_impl.h is compiled by depthwise/avx2.cpp and depthwise/avx512.cpp only"
+#endif
+
+#include "kernels.h"
+
+namespace convpool::cpu::depthwise::CONVPOOL_DEPTHWISE_ISA {
+namespace {
+
+using namespace convpool::cpu::simd::CONVPOOL_DEPTHWISE_ISA;
+
 
 // ---- vector helpers that read or write `rem` < kLanes lanes when kPartial --------------------------
 
@@ -87,7 +100,7 @@ inline void correlate_pixel_checked_cl(const Correlation& g, const float* x_img,
 inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t xs_h, int64_t xs_w,
                              float* y_row, int64_t ys_w, const float* wbase, int64_t w_kh,
                              int64_t w_kw, const float* bias_ptr, int64_t oh, int64_t channels,
-                             WidthRange inner) {
+                             Range inner) {
   const int64_t row0 = oh * g.stride_h + g.off_h;
   const int64_t full = channels / kLanes * kLanes;
   const int tail = static_cast<int>(channels - full);
@@ -106,9 +119,9 @@ inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t x
     });
   };
   int64_t ow = 0;
-  for (; ow < inner.lo; ++ow) border(ow);
+  for (; ow < inner.begin; ++ow) border(ow);
 #define CONVPOOL_DW_PIXELS(P)                                                                  \
-  for (; ow + P <= inner.hi; ow += P)                                                          \
+  for (; ow + P <= inner.end; ow += P)                                                          \
     each_vector([&](auto partial, int64_t c0, int rem) {                                       \
       correlate_pixels_cl<P, decltype(partial)::value>(g, x_img + c0, xs_h, xs_w, y_row + c0, \
                                                        ys_w, wbase + c0, w_kh, w_kw,          \
@@ -126,7 +139,7 @@ inline void correlate_row_cl(const Correlation& g, const float* x_img, int64_t x
 
 void correlate_cl(const Args& a, int64_t r0, int64_t r1) {
   const Correlation& g = a.geo;
-  const WidthRange inner = interior(g);
+  const Range inner = interior(g);
   const int64_t C = a.channels;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.out_h, oh = r % g.out_h;
@@ -183,7 +196,7 @@ inline void unpack_row(const float* tile, int64_t width, int rem, float* dst, St
 }
 
 // Input rows [lo, hi) that output rows [o0, o1) of a correlation read.
-inline WidthRange rows_read(const Correlation& g, int64_t o0, int64_t o1) {
+inline Range rows_read(const Correlation& g, int64_t o0, int64_t o1) {
   const int64_t reach = (g.kernel_h - 1) * g.step_h;
   const int64_t lo = o0 * g.stride_h + g.off_h + std::min<int64_t>(0, reach);
   const int64_t hi = (o1 - 1) * g.stride_h + g.off_h + std::max<int64_t>(0, reach) + 1;
@@ -192,7 +205,7 @@ inline WidthRange rows_read(const Correlation& g, int64_t o0, int64_t o1) {
 
 void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
   const Correlation& g = a.geo;
-  const WidthRange inner = interior(g);
+  const Range inner = interior(g);
   const int64_t C = a.channels, blocks = (C + kLanes - 1) / kLanes;
   const int64_t bands = (g.out_h + a.band_rows - 1) / a.band_rows;
   // Not zero-filled: pack_rows writes every lane of the rows a band reads, and only those are read.
@@ -203,8 +216,8 @@ void correlate_blocked(const Args& a, int64_t t0, int64_t t1) {
     const int64_t c0 = cb * kLanes, o0 = band * a.band_rows;
     const int64_t o1 = std::min(g.out_h, o0 + a.band_rows);
     const int rem = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
-    const WidthRange rows = rows_read(g, o0, o1);
-    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.lo, rows.hi, rem, in_tile.get());
+    const Range rows = rows_read(g, o0, o1);
+    pack_rows(a.x + n * a.xs.n + c0 * a.xs.c, a.xs, g.in_w, rows.begin, rows.end, rem, in_tile.get());
     const float* bias = a.bias ? a.bias + c0 : nullptr;
     for (int64_t oh = o0; oh < o1; ++oh) {
       correlate_row_cl(g, in_tile.get(), g.in_w * kLanes, kLanes, out_row.get(), kLanes, a.w + c0,
@@ -240,7 +253,7 @@ void correlate_planes(const Args& a, int64_t r0, int64_t r1) {
   constexpr int P = 4;
   const Correlation& g = a.geo;
   const int64_t taps = g.kernel_h * g.kernel_w;
-  const WidthRange inner = interior(g);
+  const Range inner = interior(g);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t oh = r % g.out_h, c = (r / g.out_h) % a.channels, n = r / (g.out_h * a.channels);
     const float* wc = a.w + c * taps;
@@ -256,15 +269,15 @@ void correlate_planes(const Args& a, int64_t r0, int64_t r1) {
       yrow[ow] = acc;
     };
     int64_t ow = 0;
-    for (; ow < inner.lo; ++ow) pixel(ow);
-    for (; ow + P * kLanes <= inner.hi; ow += P * kLanes)
+    for (; ow < inner.begin; ++ow) pixel(ow);
+    for (; ow + P * kLanes <= inner.end; ow += P * kLanes)
       correlate_span_planes<false, P>(a, xplane, wc, bias, row0, ow, kLanes, yrow);
-    for (; ow + kLanes <= inner.hi; ow += kLanes)
+    for (; ow + kLanes <= inner.end; ow += kLanes)
       correlate_span_planes<false, 1>(a, xplane, wc, bias, row0, ow, kLanes, yrow);
-    if (ow < inner.hi) {
+    if (ow < inner.end) {
       correlate_span_planes<true, 1>(a, xplane, wc, bias, row0, ow,
-                                     static_cast<int>(inner.hi - ow), yrow);
-      ow = inner.hi;
+                                     static_cast<int>(inner.end - ow), yrow);
+      ow = inner.end;
     }
     for (; ow < g.out_w; ++ow) pixel(ow);
   }
@@ -400,7 +413,7 @@ struct StridedDgrad {
   const Conv2dParams& p;
   std::vector<Phase> rows, cols;    // [row phase], [column phase]
   std::vector<Correlation> geo;     // [row phase][column phase]
-  std::vector<WidthRange> inner;
+  std::vector<Range> inner;
 
   explicit StridedDgrad(const Conv2dParams& params) : p(params) {
     for (int64_t f = 0; f < p.stride_h; ++f)
@@ -593,6 +606,11 @@ void wgrad_planes(const Args& a, int64_t c0, int64_t c1) {
   }
 }
 
+}  // namespace
+
+// Declared extern in kernels.h, so defined here with external linkage.
 const Kernels kKernels = {kLanes, &correlate_cl,     &correlate_planes, &correlate_blocked, &correlate_flat,
                           &wgrad_flat,       &dgrad_strided_cl, &dgrad_strided_blocked,
                           &wgrad_cl,         &wgrad_planes,     &wgrad_blocked};
+
+}  // namespace convpool::cpu::depthwise::CONVPOOL_DEPTHWISE_ISA

@@ -1,10 +1,10 @@
-// Direct CPU kernels for depthwise convolution (one input channel per group, any channel
-// multiplier): a GEMM per group would be a 1-row matrix product, all overhead. Each output row is
-// built tap by tap along unit-stride rows, so the inner loops vectorize; tensors are read through
-// their strides (any layout). Half and bfloat16 accumulate in float. Every task owns its output
-// elements and sums in a fixed order: results are deterministic. These are the portable kernels
-// (registry entries depthwise_channels_last and depthwise_rows); the AVX2 / AVX-512 ones of
-// depthwise_simd.h are entries of their own.
+// The portable depthwise kernels (one input channel per group, any channel multiplier, any
+// dtype; registry entries depthwise_channels_last and depthwise_rows, run by dispatch.cpp): a
+// GEMM per group would be a 1-row matrix product, all overhead. Each output row is built tap by
+// tap along unit-stride rows, so the inner loops vectorize; tensors are read through their
+// strides (any layout). Half and bfloat16 accumulate in float. Every task owns its output
+// elements and sums in a fixed order: results are deterministic. The weight layouts here are the
+// vector kernels' too; columns_for_tap (kernels.h) is shared the other way.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -14,32 +14,13 @@
 #include <type_traits>
 #include <vector>
 
-#include "../params.h"
-#include "../shape.h"
-#include "depthwise_simd.h"
-#include "window.h"
+#include "../../params.h"
+#include "../../shape.h"
+#include "../helpers.h"
+#include "depthwise.h"
+#include "kernels.h"
 
-namespace convpool::cpu {
-
-inline bool is_depthwise(const Conv2dParams& p) {
-  return p.groups > 1 && p.in_channels_per_group() == 1;
-}
-
-namespace depthwise {
-
-template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-// Output columns [begin, end) for which tap kw lands inside the input row.
-struct Columns {
-  int64_t begin, end, offset;  // iw = ow * stride_w + offset
-};
-
-inline Columns columns_for_tap(const Conv2dParams& p, int64_t kw) {
-  const int64_t offset = kw * p.dilation_w - p.pad_w;
-  const OutputRange r = outputs_inside(offset, p.stride_w, p.in_width, p.out_width);
-  return {r.begin, r.end, offset};
-}
+namespace convpool::cpu::depthwise {
 
 template <typename scalar_t>
 std::vector<acc_t<scalar_t>> weights_as_acc(const at::Tensor& weight) {
@@ -55,13 +36,6 @@ std::vector<acc_t<scalar_t>> weights_as_acc(const at::Tensor& weight) {
   return out;
 }
 
-// ---- channels_last, channel multiplier 1: channels are the unit-stride inner loop ---------------
-
-inline bool channels_innermost(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b) {
-  return p.out_channels == p.in_channels && p.in_channels > 1 && a.stride(1) == 1 &&
-         b.stride(1) == 1;
-}
-
 // weights as [kH * kW][C] so a tap's channel vector is contiguous
 template <typename scalar_t>
 std::vector<acc_t<scalar_t>> tap_major_weights(const Conv2dParams& p, const at::Tensor& weight) {
@@ -72,6 +46,10 @@ std::vector<acc_t<scalar_t>> tap_major_weights(const Conv2dParams& p, const at::
     for (int64_t t = 0; t < taps; ++t) out[t * p.out_channels + c] = w[c * taps + t];
   return out;
 }
+
+namespace portable {
+
+// ---- channels_last, channel multiplier 1: channels are the unit-stride inner loop ---------------
 
 template <typename scalar_t>
 void fprop_channels_last(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
@@ -211,7 +189,7 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
   const int64_t b_stride = bias ? bias->stride(0) : 0;
   scalar_t* out = output.mutable_data_ptr<scalar_t>();
   const int64_t rows = p.batch * p.out_channels * p.out_height;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.out_width * taps));
+  const int64_t grain = grain_for(p.out_width * taps, 16384);
   at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     std::vector<acc> sum(p.out_width);
     for (int64_t r = r0; r < r1; ++r) {
@@ -324,6 +302,5 @@ void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
   });
 }
 
-
-}  // namespace depthwise
-}  // namespace convpool::cpu
+}  // namespace portable
+}  // namespace convpool::cpu::depthwise

@@ -1,6 +1,8 @@
-// Vectorized float32 depthwise convolution (see depthwise_simd.h). The kernels are written once
-// (depthwise_simd_kernels.h) over a vector type and compiled twice, for AVX-512 and for AVX2 + FMA,
-// under `#pragma GCC target`; the library itself stays baseline x86-64.
+// The depthwise dispatcher: every entry point of depthwise.h, i.e. every depthwise registry
+// entry. The portable entries run the templates of portable.h in the tensor's dtype. The vector
+// (float32) entries run the kernel table of the CPU's ISA (isa.h's choice, made once;
+// kernels_impl.h compiled once per ISA by avx2.cpp and avx512.cpp, the library itself staying
+// baseline x86-64) and split the walk over threads here.
 //
 // fprop and stride-1 dgrad are the same operation, a correlation: out[o] = sum over taps of
 // w[tap] * in[o * stride + offset + tap * step]. fprop has offset = -padding, step = dilation;
@@ -9,224 +11,38 @@
 // Every output element is owned by one task and summed in a fixed order; grad_weight splits the
 // batch's rows into a fixed number of blocks (a function of the shape, not of the thread count) and
 // adds the blocks in order, so results do not depend on the thread count.
-#include "depthwise_simd.h"
+#include "depthwise.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
-#include <memory>
-#include <numeric>
-#include <type_traits>
 #include <vector>
 
-#include "../shape.h"
-#include "depthwise_conv2d.h"
-#include "isa.h"
-#include "window.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define CONVPOOL_DEPTHWISE_X86 1
-#include <immintrin.h>
-#endif
+#include "../../shape.h"
+#include "../helpers.h"
+#include "../isa.h"
+#include "kernels.h"
+#include "portable.h"
 
 namespace convpool::cpu::depthwise {
 namespace {
 
-// A correlation's geometry (see the header comment); `in` is what it reads, `out` what it writes.
-struct Correlation {
-  int64_t in_h, in_w, out_h, out_w;
-  int64_t kernel_h, kernel_w;
-  int64_t stride_h, stride_w;
-  int64_t off_h, off_w;    // input row/column of tap 0 = output row/column * stride + off
-  int64_t step_h, step_w;  // between taps
-};
-
-Correlation fprop_correlation(const Conv2dParams& p) {
-  return {p.in_height, p.in_width, p.out_height, p.out_width, p.kernel_h, p.kernel_w,
-          p.stride_h, p.stride_w, -p.pad_h, -p.pad_w, p.dilation_h, p.dilation_w};
-}
-
-// stride-1 dgrad: grad_input[i] = sum over taps of w[tap] * grad_output[i + pad - tap * dilation].
-Correlation dgrad_correlation(const Conv2dParams& p) {
-  return {p.out_height, p.out_width, p.in_height, p.in_width, p.kernel_h, p.kernel_w,
-          1, 1, p.pad_h, p.pad_w, -p.dilation_h, -p.dilation_w};
-}
-
-struct WidthRange {
-  int64_t lo, hi;
-};
-
-// Output columns for which every tap lands inside the input row.
-WidthRange interior(const Correlation& g) {
-  int64_t lo = 0, hi = g.out_w;
-  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-    const OutputRange r = outputs_inside(g.off_w + kw * g.step_w, g.stride_w, g.in_w, g.out_w);
-    lo = std::max(lo, r.begin);
-    hi = std::min(hi, r.end);
-  }
-  lo = std::min(lo, g.out_w);  // a tap that never lands inside leaves no interior at all
-  return {lo, std::max(lo, hi)};
-}
-
-struct Args {
-  Conv2dParams p;
-  Correlation geo;
-  int64_t channels;
-  const float* x;  // what is read: input (fprop, wgrad) or grad_output (dgrad)
-  Strides4 xs;
-  float* y;        // what is written: output, grad_input or grad_weight
-  Strides4 ys;
-  const float* go;  // wgrad: grad_output
-  Strides4 gos;
-  const float* w;  // tap-major [taps][C] (channels_last kernels) or [C][taps] (planes)
-  const float* bias;
-  int64_t band_rows;  // output rows per task of the channel-blocked NCHW kernel
-};
-
-// A tile's floats, left uninitialized (the kernels write before they read).
-std::unique_ptr<float[]> tile_buffer(int64_t floats) { return std::unique_ptr<float[]>(new float[floats]); }
-
-struct Kernels {
-  int64_t lanes;  // floats per vector
-  void (*correlate_cl)(const Args&, int64_t, int64_t);
-  void (*correlate_planes)(const Args&, int64_t, int64_t);
-  void (*correlate_blocked)(const Args&, int64_t, int64_t);
-  void (*correlate_flat)(const Args&, int64_t, int64_t);
-  void (*wgrad_flat)(const Args&, int64_t, int64_t);
-  void (*dgrad_strided_cl)(const Args&, int64_t, int64_t);
-  void (*dgrad_strided_blocked)(const Args&, int64_t, int64_t);
-  void (*wgrad_cl)(const Args&, int64_t, int64_t, int64_t, int64_t, double*);
-  void (*wgrad_planes)(const Args&, int64_t, int64_t);
-  void (*wgrad_blocked)(const Args&, int64_t, int64_t);
-};
-
-#ifdef CONVPOOL_DEPTHWISE_X86
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace avx512 {
-using V = __m512;
-constexpr int kLanes = 16;
-inline __mmask16 lanes_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
-inline V zero() { return _mm512_setzero_ps(); }
-inline V set1(float v) { return _mm512_set1_ps(v); }
-inline V load(const float* p) { return _mm512_loadu_ps(p); }
-inline V load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lanes_mask(n), p); }
-inline void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-inline void store_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lanes_mask(n), v); }
-inline V add(V a, V b) { return _mm512_add_ps(a, b); }
-inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline float hsum(V v) { return _mm512_reduce_add_ps(v); }
-inline V load_bits(const float* p, uint32_t bits) {
-  return _mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p);
-}
-
-// One round of the 16 x 16 transpose below (index vectors are compile-time constants, so the 16
-// rows stay in registers).
-template <int b>
-inline void transpose_round(V r[kLanes]) {
-  // lane m of the top row takes the bottom row's lane m - b where bit b of m is set, and vice versa
-  const __m512i lo_idx = _mm512_setr_epi32(
-      (0 & b) ? 16 + 0 - b : 0, (1 & b) ? 16 + 1 - b : 1, (2 & b) ? 16 + 2 - b : 2, (3 & b) ? 16 + 3 - b : 3,
-      (4 & b) ? 16 + 4 - b : 4, (5 & b) ? 16 + 5 - b : 5, (6 & b) ? 16 + 6 - b : 6, (7 & b) ? 16 + 7 - b : 7,
-      (8 & b) ? 16 + 8 - b : 8, (9 & b) ? 16 + 9 - b : 9, (10 & b) ? 16 + 10 - b : 10, (11 & b) ? 16 + 11 - b : 11,
-      (12 & b) ? 16 + 12 - b : 12, (13 & b) ? 16 + 13 - b : 13, (14 & b) ? 16 + 14 - b : 14, (15 & b) ? 16 + 15 - b : 15);
-  const __m512i hi_idx = _mm512_setr_epi32(
-      (0 & b) ? 16 + 0 : 0 + b, (1 & b) ? 16 + 1 : 1 + b, (2 & b) ? 16 + 2 : 2 + b, (3 & b) ? 16 + 3 : 3 + b,
-      (4 & b) ? 16 + 4 : 4 + b, (5 & b) ? 16 + 5 : 5 + b, (6 & b) ? 16 + 6 : 6 + b, (7 & b) ? 16 + 7 : 7 + b,
-      (8 & b) ? 16 + 8 : 8 + b, (9 & b) ? 16 + 9 : 9 + b, (10 & b) ? 16 + 10 : 10 + b, (11 & b) ? 16 + 11 : 11 + b,
-      (12 & b) ? 16 + 12 : 12 + b, (13 & b) ? 16 + 13 : 13 + b, (14 & b) ? 16 + 14 : 14 + b, (15 & b) ? 16 + 15 : 15 + b);
-#pragma GCC unroll 16
-  for (int i = 0; i < kLanes; ++i) {
-    if (i & b) continue;
-    const V top = r[i], bottom = r[i + b];
-    r[i] = _mm512_permutex2var_ps(top, lo_idx, bottom);
-    r[i + b] = _mm512_permutex2var_ps(top, hi_idx, bottom);
-  }
-}
-
-// r[i][j] <- r[j][i]: one round per bit b of the index swaps bit b of the row with bit b of the
-// column (the off-diagonal b x b blocks of every 2b x 2b block).
-inline void transpose(V r[kLanes]) {
-  transpose_round<8>(r);
-  transpose_round<4>(r);
-  transpose_round<2>(r);
-  transpose_round<1>(r);
-}
-#include "depthwise_simd_kernels.h"
-}  // namespace avx512
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace avx2 {
-using V = __m256;
-constexpr int kLanes = 8;
-inline __m256i lanes_mask(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-inline V zero() { return _mm256_setzero_ps(); }
-inline V set1(float v) { return _mm256_set1_ps(v); }
-inline V load(const float* p) { return _mm256_loadu_ps(p); }
-inline V load_n(const float* p, int n) { return _mm256_maskload_ps(p, lanes_mask(n)); }
-inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-inline void store_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lanes_mask(n), v); }
-inline V add(V a, V b) { return _mm256_add_ps(a, b); }
-inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V load_bits(const float* p, uint32_t bits) {
-  const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  const __m256i set = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), pow2);
-  return _mm256_maskload_ps(p, _mm256_cmpeq_epi32(set, pow2));
-}
-inline float hsum(V v) {
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-// r[i][j] <- r[j][i], as the AVX-512 version: rounds b = 4 (128-bit halves), 2 (pairs), 1.
-inline void transpose(V r[kLanes]) {
-  for (int i = 0; i < 4; ++i) {
-    const V top = r[i], bottom = r[i + 4];
-    r[i] = _mm256_permute2f128_ps(top, bottom, 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(top, bottom, 0x31);
-  }
-  for (int i : {0, 1, 4, 5}) {
-    const V top = r[i], bottom = r[i + 2];
-    r[i] = _mm256_shuffle_ps(top, bottom, _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 2] = _mm256_shuffle_ps(top, bottom, _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i : {0, 2, 4, 6}) {
-    const V top = r[i], bottom = r[i + 1];
-    r[i] = _mm256_blend_ps(top, _mm256_moveldup_ps(bottom), 0xAA);
-    r[i + 1] = _mm256_blend_ps(_mm256_movehdup_ps(top), bottom, 0xAA);
-  }
-}
-#include "depthwise_simd_kernels.h"
-}  // namespace avx2
-#pragma GCC pop_options
-
+// The kernels of the widest ISA the CPU has (isa.h); nullptr without AVX2.
 const Kernels* kernels() {
+#if defined(__x86_64__) && defined(__GNUC__)
   if (use_avx512()) return &avx512::kKernels;
   if (use_avx2()) return &avx2::kKernels;
+#endif
   return nullptr;
 }
-
-#else
-const Kernels* kernels() { return nullptr; }
-#endif
 
 // The vector kernels for this CPU (the registry runs these entries only where it has AVX2).
 const Kernels* kernels_checked() {
   const Kernels* k = kernels();
   TORCH_INTERNAL_ASSERT(k != nullptr, "depthwise vector kernels without AVX2");
   return k;
-}
-
-// The grain of a row-parallel loop: ~32K multiply-adds per task.
-int64_t row_grain(int64_t work_per_row) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_row));
 }
 
 // Output rows per task of the channel-blocked NCHW kernel: the band's input rows (16 channels
@@ -256,11 +72,11 @@ void run_correlation(const Kernels* k, Args& a, Walk walk) {
   const int64_t taps = g.kernel_h * g.kernel_w, N = a.p.batch, C = a.channels;
   switch (walk) {
     case Walk::channels_last:
-      at::parallel_for(0, N * g.out_h, row_grain(g.out_w * C * taps),
+      at::parallel_for(0, N * g.out_h, grain_for(g.out_w * C * taps),
                        [&](int64_t r0, int64_t r1) { k->correlate_cl(a, r0, r1); });
       break;
     case Walk::flat:
-      at::parallel_for(0, N * C, row_grain(g.out_h * g.out_w * taps),
+      at::parallel_for(0, N * C, grain_for(g.out_h * g.out_w * taps),
                        [&](int64_t q0, int64_t q1) { k->correlate_flat(a, q0, q1); });
       break;
     case Walk::blocked: {
@@ -270,7 +86,7 @@ void run_correlation(const Kernels* k, Args& a, Walk walk) {
       break;
     }
     case Walk::planes:
-      at::parallel_for(0, N * C * g.out_h, row_grain(g.out_w * taps),
+      at::parallel_for(0, N * C * g.out_h, grain_for(g.out_w * taps),
                        [&](int64_t r0, int64_t r1) { k->correlate_planes(a, r0, r1); });
       break;
   }
@@ -345,7 +161,7 @@ void dgrad_simd(Walk walk, const Conv2dParams& p, const at::Tensor& grad_output,
   a.w = w.data();
   if (walk == Walk::channels_last) {
     at::parallel_for(0, p.batch * p.in_height,
-                     row_grain(p.in_width * p.in_channels * p.kernel_h * p.kernel_w),
+                     grain_for(p.in_width * p.in_channels * p.kernel_h * p.kernel_w),
                      [&](int64_t r0, int64_t r1) { k->dgrad_strided_cl(a, r0, r1); });
   } else {
     const int64_t tasks = p.batch * ((p.in_channels + k->lanes - 1) / k->lanes);
@@ -406,5 +222,54 @@ void wgrad_simd(Walk walk, const Conv2dParams& p, const at::Tensor& grad_output,
       }
   });
 }
+
+// ---- the portable entries: portable.h's templates in the tensors' dtype -------------------------
+
+#define CONVPOOL_DEPTHWISE_TYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+void fprop_channels_last(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor* bias, at::Tensor& output) {
+  CONVPOOL_DEPTHWISE_TYPES(input.scalar_type(), "conv2d", [&] {
+    portable::fprop_channels_last<scalar_t>(p, input, weight, bias, output);
+  });
+}
+
+void dgrad_channels_last(const Conv2dParams& p, const at::Tensor& grad_output,
+                         const at::Tensor& weight, at::Tensor& grad_input) {
+  CONVPOOL_DEPTHWISE_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
+    portable::dgrad_channels_last<scalar_t>(p, grad_output, weight, grad_input);
+  });
+}
+
+void wgrad_channels_last(const Conv2dParams& p, const at::Tensor& grad_output,
+                         const at::Tensor& input, at::Tensor& grad_weight) {
+  CONVPOOL_DEPTHWISE_TYPES(grad_output.scalar_type(), "conv2d_grad_weight", [&] {
+    portable::wgrad_channels_last<scalar_t>(p, grad_output, input, grad_weight);
+  });
+}
+
+void fprop_rows(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                const at::Tensor* bias, at::Tensor& output) {
+  CONVPOOL_DEPTHWISE_TYPES(input.scalar_type(), "conv2d", [&] {
+    portable::fprop<scalar_t>(p, input, weight, bias, output);
+  });
+}
+
+void dgrad_rows(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                at::Tensor& grad_input) {
+  CONVPOOL_DEPTHWISE_TYPES(grad_output.scalar_type(), "conv2d_grad_input", [&] {
+    portable::dgrad<scalar_t>(p, grad_output, weight, grad_input);
+  });
+}
+
+void wgrad_rows(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                at::Tensor& grad_weight) {
+  CONVPOOL_DEPTHWISE_TYPES(grad_output.scalar_type(), "conv2d_grad_weight", [&] {
+    portable::wgrad<scalar_t>(p, grad_output, input, grad_weight);
+  });
+}
+
+#undef CONVPOOL_DEPTHWISE_TYPES
 
 }  // namespace convpool::cpu::depthwise
