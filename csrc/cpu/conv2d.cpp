@@ -862,9 +862,20 @@ bool dgrad_as_winograd(const ConvProblem& q) {
   return dgrad_as_fprop(*q.p) && winograd::applies(dgrad_as_fprop_params(*q.p), q.x->scalar_type());
 }
 
+}  // namespace
+
+// dgrad_phases.cpp: dgrad by output phase (undilated, any stride), and where it is preferred.
+bool dgrad_phases_applies(const Conv2dParams& p);
+bool dgrad_phases_preferred(const Conv2dParams& p, const at::Tensor& grad_input);
+void dgrad_phases(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                  at::Tensor& grad_input);
+
+namespace {
+
 // The heuristic order is `preferred` first, then `priority`: for a depthwise conv the depthwise
 // walks (vector ones first), for any other the Winograd thresholds, then the implicit GEMM, then
-// (dgrad only) the explicit col2im GEMM. Every entry is tested on its own (tests/test_registry.py).
+// (dgrad only) the GEMM per output phase where preferred (dgrad_phases.cpp) and the explicit
+// col2im GEMM. Every entry is tested on its own (tests/test_registry.py).
 const ConvAlgorithm kConvAlgorithms[] = {
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_channels_last", Walk::channels_last, 0, CONVPOOL_ALWAYS),
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_flat", Walk::flat, 1, CONVPOOL_ALWAYS),
@@ -952,6 +963,10 @@ const ConvAlgorithm kConvAlgorithms[] = {
          wgrad_impl<scalar_t>(*q.p, *q.x, *q.w, *q.out);
        });
      }},
+    {"dgrad_phases", Op::dgrad, Isa::generic, 7,
+     [](const ConvProblem& q) { return dgrad_phases_applies(*q.p); },
+     [](const ConvProblem& q) { return dgrad_phases_preferred(*q.p, *q.out); },
+     [](const ConvProblem& q) { dgrad_phases(*q.p, *q.x, *q.w, *q.out); }},
     {"gemm_col2im", Op::dgrad, Isa::generic, 8, any_problem, not_depthwise,
      [](const ConvProblem& q) {
        CONVPOOL_DISPATCH_CONV_TYPES(q.x->scalar_type(), "conv2d_grad_input", [&] {
