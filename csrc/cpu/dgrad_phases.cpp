@@ -199,7 +199,11 @@ void dgrad_phases_impl(const Conv2dParams& p, const at::Tensor& grad_output,
 
 }  // namespace
 
-bool dgrad_phases_applies(const Conv2dParams& p) { return p.dilation_h == 1 && p.dilation_w == 1; }
+// Strides up to 16 per dimension: the per-phase tables and task lists grow with stride_h *
+// stride_w (a huge stride, legal for conv2d, would make them huge or overflow).
+bool dgrad_phases_applies(const Conv2dParams& p) {
+  return p.dilation_h == 1 && p.dilation_w == 1 && p.stride_h <= 16 && p.stride_w <= 16;
+}
 
 // Measured on an AMD EPYC (Zen 3, AVX2), decoders suite, 1 thread (docs/performance.md): faster
 // than gemm_col2im for channels_last grad_input (U-Net 2x2 s2 at 52 -> 104: 0.65-0.83 of torch's
