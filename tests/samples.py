@@ -64,6 +64,13 @@ CONV = [
                groups=16, why="depthwise tiles, stride 3 rows"),
     ConvSample(2, 8, 7, 7, 16, (3, 3), padding=(1, 1), groups=8, why="depthwise multiplier 2"),
     ConvSample(2, 40, 6, 5, 40, (3, 3), padding=(1, 1), groups=40, why="depthwise 40 channels"),
+    ConvSample(2, 8, 8, 10, 16, (2, 2), stride=(2, 2), why="dgrad_phases: stride == kernel"),
+    ConvSample(2, 20, 22, 20, 70, (4, 4), stride=(2, 2), padding=(1, 1),
+               why="dgrad_phases: 4 taps per phase, K blocks split a tap, tasks per phase"),
+    ConvSample(1, 12, 9, 8, 20, (4, 4), stride=(2, 2), why="dgrad_phases: rows no tap reaches"),
+    ConvSample(2, 6, 7, 7, 5, (1, 2), stride=(2, 3), why="dgrad_phases: kernel < stride"),
+    ConvSample(1, 8, 10, 9, 12, (3, 2), stride=(3, 2), padding=(2, 1), groups=4,
+               why="dgrad_phases: grouped, padded"),
 ]
 
 CONV_LAYOUTS = ["contiguous", "channels_last", "strided_view"]
