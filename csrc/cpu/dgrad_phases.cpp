@@ -214,8 +214,11 @@ bool dgrad_phases_applies(const Conv2dParams& p) {
 // col2im path stays.
 bool dgrad_phases_preferred(const Conv2dParams& p, const at::Tensor& grad_input) {
   const int64_t pixels_per_phase = p.batch * p.in_height * p.in_width / (p.stride_h * p.stride_w);
+  // At least 16 grad_input channels per group (the GEMM's rows): the first-layer backward of a
+  // strided conv (AlexNet conv1 3 channels, DeepBench speech1 1 channel, channels_last) ran at
+  // R 0.17-0.25 here against gemm_col2im's 1.0-2.4 (quick report, AMD EPYC Zen 3, 2026-12-02).
   return !is_depthwise(p) && (p.stride_h > 1 || p.stride_w > 1) && is_channels_last(grad_input) &&
-         pixels_per_phase >= 256;
+         pixels_per_phase >= 256 && p.in_channels_per_group() >= 16;
 }
 
 void dgrad_phases(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
