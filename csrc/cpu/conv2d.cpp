@@ -61,18 +61,18 @@ std::string describe(const ConvProblem& q) {
 
 // The tuning key: every size and stride of the tensors (so N, the layout and the views), dtype,
 // bias, conv parameters and thread count.
-std::string key(const ConvProblem& q) {
-  std::ostringstream ss;
-  ss << q.x->scalar_type() << "|x" << q.x->sizes() << q.x->strides();
-  if (q.w) ss << "|w" << q.w->sizes() << q.w->strides();
-  ss << "|o" << q.out->sizes() << q.out->strides() << "|b" << (q.bias != nullptr);
+TuneKey key(Op op, const ConvProblem& q) {
+  TuneKey k(op, active_isa());
+  k.tag(c10::toString(q.x->scalar_type())).tensor("x", *q.x);
+  if (q.w) k.tensor("w", *q.w);
+  k.tensor("o", *q.out).tag("b").add(q.bias != nullptr);
   if (q.p != nullptr) {
     const Conv2dParams& p = *q.p;
-    ss << "|s" << p.stride_h << "," << p.stride_w << "|p" << p.pad_h << "," << p.pad_w << "|d"
-       << p.dilation_h << "," << p.dilation_w << "|g" << p.groups;
+    k.tag("s").add(p.stride_h).add(p.stride_w).tag("p").add(p.pad_h).add(p.pad_w);
+    k.tag("d").add(p.dilation_h).add(p.dilation_w).tag("g").add(p.groups);
   }
-  ss << "|t" << at::get_num_threads();
-  return ss.str();
+  k.tag("t").add(at::get_num_threads());
+  return k;
 }
 
 using ConvAlgorithm = Algorithm<ConvProblem>;

@@ -356,17 +356,16 @@ std::string describe(const PoolProblem& q) {
 
 // The tuning key: every size and stride of the tensors (so N, the layout and the views), dtype,
 // pool parameters and thread count.
-std::string key(const PoolProblem& q) {
+TuneKey key(Op op, const PoolProblem& q) {
   const Pool2dParams& p = *q.p;
-  std::ostringstream ss;
-  ss << q.x->scalar_type() << "|x" << q.x->sizes() << q.x->strides() << "|o" << q.out->sizes()
-     << q.out->strides();
-  if (q.indices) ss << "|i" << q.indices->strides();
-  if (q.saved) ss << "|i" << q.saved->strides();
-  ss << "|k" << p.kernel_h << "," << p.kernel_w << "|s" << p.stride_h << "," << p.stride_w << "|p"
-     << p.pad_h << "," << p.pad_w << "|d" << p.dilation_h << "," << p.dilation_w << "|c"
-     << p.ceil_mode << "|t" << at::get_num_threads();
-  return ss.str();
+  TuneKey k(op, active_isa());
+  k.tag(c10::toString(q.x->scalar_type())).tensor("x", *q.x).tensor("o", *q.out);
+  if (q.indices) k.tag("i").add_all(q.indices->strides());
+  if (q.saved) k.tag("i").add_all(q.saved->strides());
+  k.tag("k").add(p.kernel_h).add(p.kernel_w).tag("s").add(p.stride_h).add(p.stride_w);
+  k.tag("p").add(p.pad_h).add(p.pad_w).tag("d").add(p.dilation_h).add(p.dilation_w);
+  k.tag("c").add(p.ceil_mode).tag("t").add(at::get_num_threads());
+  return k;
 }
 
 using PoolAlgorithm = Algorithm<PoolProblem>;

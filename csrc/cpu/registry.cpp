@@ -254,6 +254,7 @@ void remember(const std::string& key, const char* name, double seconds_spent) {
   Tuning& t = tuning();
   std::lock_guard<std::mutex> lock(t.mutex);
   t.choice[key] = name;
+  if (seconds_spent < 0) return;
   t.problems += 1;
   t.seconds += seconds_spent;
   write_file(t);

@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -86,10 +88,52 @@ void set_query(QueryRecord* record);
 // or in the file) keeps its algorithm, any other runs the heuristic's, so results never depend on
 // a timing.
 bool benchmark_enabled();
+// A problem's tuning key, built on every tuned call: integers appended to one string (no
+// stream: the key is built in well under a microsecond, so a tuned call costs no more than the
+// heuristic's).
+class TuneKey {
+ public:
+  TuneKey(Op op, Isa isa) {
+    s_.reserve(256);
+    s_ += op_name(op);
+    s_ += '|';
+    s_ += isa_name(isa);
+  }
+  TuneKey& tag(const char* t) {
+    s_ += '|';
+    s_ += t;
+    return *this;
+  }
+  TuneKey& add(int64_t v) {
+    char buf[24];
+    const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+    if (s_.back() != '|' && s_.back() != '/') s_ += ',';
+    s_.append(buf, end);
+    return *this;
+  }
+  template <class Ints>
+  TuneKey& add_all(const Ints& values) {
+    for (const int64_t v : values) add(v);
+    return *this;
+  }
+  // sizes, then "/", then strides: the shape and the layout of a tensor
+  template <class T>
+  TuneKey& tensor(const char* t, const T& tensor) {
+    tag(t).add_all(tensor.sizes());
+    s_ += '/';
+    return add_all(tensor.strides());
+  }
+  const std::string& str() const { return s_; }
+
+ private:
+  std::string s_;
+};
 void set_benchmark(bool on);
 bool deterministic_mode();
 // The remembered algorithm of `key` (a name of the table's static storage), or nullptr.
 const char* tuned(const std::string& key);
+// seconds_spent < 0: a problem with one applicable algorithm, remembered untimed (not counted,
+// not written to the file by itself).
 void remember(const std::string& key, const char* name, double seconds_spent);
 struct TuningStats {
   int64_t problems;  // keys timed in this process
@@ -126,17 +170,43 @@ std::vector<const Algorithm<Problem>*> candidates(const Algorithm<Problem> (&tab
   return sorted;
 }
 
+// The heuristic's choice: the first of candidates(table, op, q), found in one pass without
+// allocating (it runs on every call).
+template <class Problem, size_t N>
+const Algorithm<Problem>* heuristic_first(const Algorithm<Problem> (&table)[N], Op op,
+                                          const Problem& q) {
+  const Isa isa = active_isa();
+  const Algorithm<Problem>* best = nullptr;
+  bool best_pref = false;
+  for (const auto& e : table) {
+    if (e.op != op || static_cast<int>(e.isa) > static_cast<int>(isa) || !e.applicable(q)) continue;
+    const bool pref = !e.preferred || e.preferred(q);
+    if (best == nullptr || (pref && !best_pref) ||
+        (pref == best_pref && e.priority < best->priority)) {
+      best = &e;
+      best_pref = pref;
+    }
+  }
+  return best;
+}
+
+// The entry of `op` named `name` (nullptr: none).
+template <class Problem, size_t N>
+const Algorithm<Problem>* named_entry(const Algorithm<Problem> (&table)[N], Op op,
+                                      const char* name) {
+  for (const auto& e : table)
+    if (e.op == op && std::strcmp(e.name, name) == 0) return &e;
+  return nullptr;
+}
+
 // The entry that runs `q`: the forced one where this op has an entry of that name (an error if
 // it does not apply), else the heuristic's first. `describe` names the problem in errors.
 template <class Problem, size_t N>
 const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
                                  std::string (*describe)(const Problem&)) {
-  const auto found = candidates(table, op, q);
   if (const char* name = forced()) {
-    const Algorithm<Problem>* named = nullptr;
-    for (const auto& e : table)
-      if (e.op == op && std::string(e.name) == name) named = &e;
-    if (named != nullptr) {
+    if (const Algorithm<Problem>* named = named_entry(table, op, name)) {
+      const auto found = candidates(table, op, q);
       for (const auto* e : found)
         if (e == named) return *e;
       std::vector<const char*> names;
@@ -144,9 +214,10 @@ const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, co
       not_applicable(op, name, names, describe(q), named->isa);
     }
   }
-  TORCH_INTERNAL_ASSERT(!found.empty(), "convpool: no CPU algorithm for ", op_name(op), " ",
+  const Algorithm<Problem>* first = heuristic_first(table, op, q);
+  TORCH_INTERNAL_ASSERT(first != nullptr, "convpool: no CPU algorithm for ", op_name(op), " ",
                         describe(q));
-  return *found.front();
+  return *first;
 }
 
 // Times `found` on `q` (each run overwrites the same output): one warm-up run each, candidates
@@ -218,28 +289,31 @@ constexpr int64_t kSerialWork = 1 << 15;
 // `work` estimates its arithmetic (see kSerialWork).
 template <class Problem, size_t N>
 void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
-              std::string (*describe)(const Problem&), std::string (*key)(const Problem&),
+              std::string (*describe)(const Problem&), TuneKey (*key)(Op, const Problem&),
               int64_t work) {
-  const Algorithm<Problem>* chosen = &select(table, op, q, describe);
+  const Algorithm<Problem>* chosen = nullptr;
   const char* name = forced();
-  const bool forced_here = name != nullptr && std::string(name) == chosen->name;
-  if (!forced_here && benchmark_enabled()) {
-    const auto found = candidates(table, op, q);
-    if (found.size() > 1) {
-      const std::string k = std::string(op_name(op)) + "|" + isa_name(active_isa()) + "|" + key(q);
-      const char* known = tuned(k);
-      const Algorithm<Problem>* hit = nullptr;
-      for (const auto* e : found)
-        if (known != nullptr && std::string(e->name) == known) hit = e;
-      if (hit != nullptr) {
-        chosen = hit;
-      } else if (!deterministic_mode() && active_query() == nullptr) {
+  if (name != nullptr && named_entry(table, op, name) != nullptr) {
+    chosen = &select(table, op, q, describe);  // forcing wins over tuning
+  } else if (benchmark_enabled()) {
+    const TuneKey k = key(op, q);
+    if (const char* known = tuned(k.str())) {
+      chosen = named_entry(table, op, known);
+      if (chosen != nullptr && !chosen->applicable(q)) chosen = nullptr;
+    }
+    if (chosen == nullptr && !deterministic_mode() && active_query() == nullptr) {
+      const auto found = candidates(table, op, q);
+      if (found.size() > 1) {
         const double t0 = now_seconds();
         chosen = fastest(found, q);
-        remember(k, chosen->name, now_seconds() - t0);
+        remember(k.str(), chosen->name, now_seconds() - t0);
+      } else if (found.size() == 1) {
+        chosen = found.front();
+        remember(k.str(), chosen->name, -1);  // nothing to time; later calls skip this search
       }
     }
   }
+  if (chosen == nullptr) chosen = &select(table, op, q, describe);
   if (QueryRecord* record = active_query()) {
     record->applicable.clear();
     for (const auto* e : candidates(table, op, q)) record->applicable.push_back(e->name);
