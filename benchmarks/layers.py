@@ -26,10 +26,12 @@ import convpool
 from convpool.backends import cpu as cpu_backend
 
 try:  # run as `python benchmarks/run.py` (script dir on sys.path) or imported as a package
-    from measure import check_errors, error_stats, peak_extra_memory, time_alternating, tolerance
+    from measure import (check_errors, error_stats, peak_extra_memory, time_alternating,
+                         time_interleaved, tolerance)
     from suites import ConvCase, PoolCase, TransposeCase
 except ImportError:  # pragma: no cover
-    from .measure import check_errors, error_stats, peak_extra_memory, time_alternating, tolerance
+    from .measure import (check_errors, error_stats, peak_extra_memory, time_alternating,
+                          time_interleaved, tolerance)
     from .suites import ConvCase, PoolCase, TransposeCase
 
 aten = torch.ops.aten
@@ -76,6 +78,14 @@ class Op:
     # The CPU algorithm(s) convpool runs for this operation (convpool.backends.cpu.selected), asked
     # after the timing so that an autotuned choice is what is reported; None: not a single op.
     algorithm: Optional[Callable[[], str]] = None
+    # A single op of torch.ops.convpool: (its name, its arguments), for the registry queries of
+    # convpool.backends.cpu and for timing each of its algorithms (time_algorithms).
+    registry_call: Optional[Tuple[str, tuple]] = None
+
+    def __post_init__(self):
+        if self.registry_call is not None and self.algorithm is None:
+            name, args = self.registry_call
+            self.algorithm = lambda: cpu_backend.selected(name, *args) or "-"
 
 
 def _layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -136,17 +146,19 @@ def conv_ops(case: ConvCase, batch: int, channels_last: bool, precision: Precisi
            lambda: (F.conv2d(x, w, b, *args),),
            lambda: (convpool.conv2d(x, w, b, *args),),
            lambda: (F.conv2d(x64, w64, b64, *args),),
-           [reduce_forward], flops=2 * macs, algorithm=algorithm("conv2d")),
+           [reduce_forward], flops=2 * macs, registry_call=("conv2d", op_args["conv2d"])),
         Op("grad_input",
            lambda: (torch_backward(grad_out, x, w, [True, False, False])[0],),
            lambda: (torch.ops.convpool.conv2d_grad_input(grad_out, w, list(x.shape), *args),),
            lambda: (torch_backward(go64, x64, w64, [True, False, False])[0],),
-           [reduce_dgrad], flops=2 * macs, algorithm=algorithm("conv2d_grad_input")),
+           [reduce_dgrad], flops=2 * macs,
+           registry_call=("conv2d_grad_input", op_args["conv2d_grad_input"])),
         Op("grad_weight",
            lambda: (torch_backward(grad_out, x, w, [False, True, False])[1],),
            lambda: (torch.ops.convpool.conv2d_grad_weight(grad_out, x, list(w.shape), *args),),
            lambda: (torch_backward(go64, x64, w64, [False, True, False])[1],),
-           [reduce_wgrad], flops=2 * macs, algorithm=algorithm("conv2d_grad_weight")),
+           [reduce_wgrad], flops=2 * macs,
+           registry_call=("conv2d_grad_weight", op_args["conv2d_grad_weight"])),
         Op("fwd+bwd",
            lambda: fwd_bwd(F.conv2d, x, w, b, grad_out),
            lambda: fwd_bwd(convpool.conv2d, x, w, b, grad_out),
@@ -220,22 +232,19 @@ def pool_ops(case: PoolCase, batch: int, channels_last: bool, precision: Precisi
     # Windows overlapping one input element: ceil(k / s) per axis; its gradient sums that many.
     overlap = math.prod(math.ceil(k / s) for k, s in zip(kernel, stride))
 
-    def algorithm(name, *op_args):
-        return lambda: cpu_backend.selected(name, *op_args) or "-"
-
     return [
         Op("forward",
            lambda: (F.max_pool2d(x, *pool_args),),
            lambda: (convpool.max_pool2d(x, *pool_args),),
            lambda: (F.max_pool2d(x64, *pool_args),),
            [1], bytes=in_bytes + out_bytes,
-           algorithm=algorithm("max_pool2d_values", x, *pool_args)),
+           registry_call=("max_pool2d_values", (x, *pool_args))),
         Op("forward+indices",
            lambda: F.max_pool2d(x, *pool_args, return_indices=True),
            lambda: convpool.max_pool2d(x, *pool_args, return_indices=True),
            lambda: F.max_pool2d(x64, *pool_args, return_indices=True),
            [1, 1], bytes=in_bytes + out_bytes + index_bytes, indices_at=1,
-           algorithm=algorithm("max_pool2d", x, *pool_args)),
+           registry_call=("max_pool2d", (x, *pool_args))),
         Op("backward",
            lambda: (aten.max_pool2d_with_indices_backward(grad_out, x, *pool_args,
                                                           torch_indices),),
@@ -244,7 +253,7 @@ def pool_ops(case: PoolCase, batch: int, channels_last: bool, precision: Precisi
            lambda: (aten.max_pool2d_with_indices_backward(go64, x64, *pool_args,
                                                           torch_indices),),
            [overlap], bytes=out_bytes + index_bytes + in_bytes,
-           algorithm=algorithm("max_pool2d_backward", grad_out, x, convpool_indices, *pool_args)),
+           registry_call=("max_pool2d_backward", (grad_out, x, convpool_indices, *pool_args))),
     ]
 
 
@@ -335,6 +344,31 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
         row.update({"unit": "GB/s", "torch_rate": op.bytes / torch_s / 1e9,
                     "convpool_rate": op.bytes / convpool_s / 1e9})
     return row
+
+
+def time_algorithms(op: Op, threads: int, rounds: int, min_run_time: float) -> Dict:
+    """Every CPU algorithm applicable to `op` (a single op: op.registry_call), forced one by one
+    (convpool.backends.cpu.force) and timed in turn as time_interleaved does.
+
+    Returns {"algorithm_ms": {name: ms}, "heuristic": the heuristic's first,
+    "fastest": name, "heuristic_over_fastest": heuristic time / fastest time (1.0: the
+    heuristic picks the fastest)}, or {} where fewer than two algorithms apply."""
+    name, args = op.registry_call
+    names = cpu_backend.algorithms(name, *args)
+    if len(names) < 2:
+        return {}
+
+    def forced(algorithm):
+        def call():
+            with cpu_backend.force(algorithm):
+                return op.convpool_fn()
+        return call
+
+    wall, _ = time_interleaved([forced(n) for n in names], threads, rounds, min_run_time)
+    times = dict(zip(names, wall))
+    fastest = min(times, key=times.get)
+    return {"algorithm_ms": {n: t * 1e3 for n, t in times.items()}, "heuristic": names[0],
+            "fastest": fastest, "heuristic_over_fastest": times[names[0]] / times[fastest]}
 
 
 # ---- per-call overhead: problems so small that the time is the call, not the arithmetic ------

@@ -36,7 +36,7 @@ import ctypes
 import math
 import statistics
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.benchmark import Timer
@@ -92,35 +92,43 @@ def check_errors(vs_torch: Dict[str, float], vs_f64: Dict[str, float], rtol: flo
     return "; ".join(reasons) or None
 
 
-def time_alternating(torch_fn: Callable[[], object], convpool_fn: Callable[[], object],
-                     threads: int, rounds: int, min_run_time: float,
-                     ) -> Tuple[float, float, float, float]:
-    """Median seconds per call of each side, timed torch, convpool, torch, convpool, ...
+def time_interleaved(fns: Sequence[Callable[[], object]], threads: int, rounds: int,
+                     min_run_time: float) -> Tuple[List[float], List[float]]:
+    """Median seconds per call of each of `fns`, timed in turn (fn 0, fn 1, ..., fn 0, ...)
+    `rounds` times: (wall medians, CPU medians), one per fn, in the order of `fns`.
 
-    Returns (torch wall, convpool wall, torch CPU, convpool CPU): wall time is what
-    blocked_autorange measures; CPU time is the process's CPU time (all threads) per call over
-    the same runs -- much less sensitive to other processes competing for the cores, though
-    it counts threads spinning while they wait. Meaningful on the CPU only."""
-    wall = ([], [])
-    cpu = ([], [])
-    calls = [0, 0]
+    Wall time is what blocked_autorange measures; CPU time is the process's CPU time (all
+    threads) per call over the same runs -- much less sensitive to other processes competing
+    for the cores, though it counts threads spinning while they wait. CPU time is meaningful
+    on the CPU only."""
+    wall: List[List[float]] = [[] for _ in fns]
+    cpu: List[List[float]] = [[] for _ in fns]
+    calls = [0] * len(fns)
 
-    def counted(side, fn):
+    def counted(i, fn):
         def call():
-            calls[side] += 1
+            calls[i] += 1
             return fn()
         return call
 
-    timers = [Timer("fn()", globals={"fn": counted(side, fn)}, num_threads=threads)
-              for side, fn in enumerate((torch_fn, convpool_fn))]
+    timers = [Timer("fn()", globals={"fn": counted(i, fn)}, num_threads=threads)
+              for i, fn in enumerate(fns)]
     for _ in range(max(1, rounds)):
-        for side, timer in enumerate(timers):
-            calls_before, cpu_before = calls[side], time.process_time()
-            wall[side].append(timer.blocked_autorange(min_run_time=min_run_time).median)
-            cpu[side].append((time.process_time() - cpu_before)
-                             / max(1, calls[side] - calls_before))
-    return (statistics.median(wall[0]), statistics.median(wall[1]),
-            statistics.median(cpu[0]), statistics.median(cpu[1]))
+        for i, timer in enumerate(timers):
+            calls_before, cpu_before = calls[i], time.process_time()
+            wall[i].append(timer.blocked_autorange(min_run_time=min_run_time).median)
+            cpu[i].append((time.process_time() - cpu_before) / max(1, calls[i] - calls_before))
+    return [statistics.median(w) for w in wall], [statistics.median(c) for c in cpu]
+
+
+def time_alternating(torch_fn: Callable[[], object], convpool_fn: Callable[[], object],
+                     threads: int, rounds: int, min_run_time: float,
+                     ) -> Tuple[float, float, float, float]:
+    """(torch wall, convpool wall, torch CPU, convpool CPU) seconds per call: time_interleaved
+    of the two sides (torch, convpool, torch, convpool, ...)."""
+    (torch_wall, convpool_wall), (torch_cpu, convpool_cpu) = time_interleaved(
+        (torch_fn, convpool_fn), threads, rounds, min_run_time)
+    return torch_wall, convpool_wall, torch_cpu, convpool_cpu
 
 
 def _proc_status_kib(field: str) -> int:

@@ -104,6 +104,38 @@ def summary_lines(summary: List[Dict]) -> List[str]:
     return lines
 
 
+def algorithm_summary(rows: List[Dict]) -> List[Dict]:
+    """Per (device, precision, kind op) over the rows that timed every algorithm (run.py
+    --algorithms): rows, rows where the heuristic picked the fastest, the geometric mean and the
+    worst of heuristic time / fastest time, and the rows (suite case layout N) of the worst."""
+    groups: "OrderedDict[tuple, List[Dict]]" = OrderedDict()
+    for row in rows:
+        if row.get("heuristic_over_fastest"):
+            groups.setdefault((row["device"], row["precision"], f"{row['kind']} {row['op']}"),
+                              []).append(row)
+    out = []
+    for (device, precision, op), members in groups.items():
+        worst = max(members, key=lambda r: r["heuristic_over_fastest"])
+        out.append({
+            "device": device, "precision": precision, "op": op, "rows": len(members),
+            "heuristic_fastest": sum(1 for m in members if m["heuristic"] == m["fastest"]),
+            "geomean": geomean([m["heuristic_over_fastest"] for m in members]),
+            "worst": worst["heuristic_over_fastest"],
+            "worst_row": (f"{worst['suite']} {worst['case']} {worst['layout']} N={worst['batch']}: "
+                          f"{worst['heuristic']} vs {worst['fastest']}"),
+        })
+    return out
+
+
+def algorithm_summary_lines(summary: List[Dict]) -> List[str]:
+    lines = ["Heuristic vs the fastest algorithm (each forced; time of the heuristic's / fastest):"]
+    for s in summary:
+        lines.append(f"{s['device']:<5} {s['precision']:<13} {s['op']:<22} "
+                     f"{s['heuristic_fastest']}/{s['rows']} rows fastest, geomean "
+                     f"{s['geomean']:.2f}, worst {s['worst']:.2f} ({s['worst_row']})")
+    return lines
+
+
 def write_json(path: str, meta: Dict, rows: List[Dict], summary: List[Dict]):
     def clean(value):  # JSON has no inf / nan
         if isinstance(value, float) and not math.isfinite(value):
@@ -208,7 +240,7 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
         if key == "cpu_flags":  # the full list is in results.json; the SIMD ones matter here
             simd = [f for f in str(value).split() if f.startswith(SIMD_FLAG_PREFIXES)]
             lines.append(f"- cpu_flags (SIMD; all in results.json): {' '.join(simd)}")
-        elif key != "command":
+        elif key not in ("command", "heuristic_vs_fastest"):
             lines.append(f"- {key}: {value}")
     lines += [f"- command: `{meta.get('command', '')}`", ""]
     flagged = [r for r in rows if r.get("flag")]
@@ -233,6 +265,18 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
         lines.append(f"| {s['device']} | {s['precision']} | {suite} | {s['op']} | "
                      f"{_fmt(s['geomean_R'], '.2f')} | {_fmt(s.get('geomean_R_cpu'), '.2f')} | "
                      f"{s['rows']} | {s['flagged']} |")
+    if meta.get("heuristic_vs_fastest"):
+        lines += ["", "## The heuristic against the fastest algorithm", "",
+                  "Every applicable CPU algorithm of each single-op row, forced one by one and "
+                  "timed in turn (run.py --algorithms); the ratio is the heuristic's time over "
+                  "the fastest's (1.00: the heuristic picks the fastest). Per-row times are in "
+                  "results.json (`algorithm_ms`).", "",
+                  "| device | precision | op | rows | heuristic fastest | geomean | worst | worst row |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
+        for s in meta["heuristic_vs_fastest"]:
+            lines.append(f"| {s['device']} | {s['precision']} | {s['op']} | {s['rows']} | "
+                         f"{s['heuristic_fastest']} | {s['geomean']:.2f} | {s['worst']:.2f} | "
+                         f"{s['worst_row']} |")
     lines += ["", f"**{len(flagged)} of {len(rows)} rows flagged** (error above tolerance, "
               "wrong indices or layout, or a crash).", ""]
     if "R_summary.png" in plots:

@@ -64,6 +64,11 @@ def parse_args(argv=None):
                         help="convpool.backends.cpu.benchmark = True: each new problem times its "
                              "CPU algorithms first (in the untimed correctness call); the report "
                              "gives the tuning time")
+    parser.add_argument("--algorithms", action="store_true",
+                        help="also time every applicable CPU algorithm of each single-op row, "
+                             "forced one by one: the report gives the fastest and how far the "
+                             "heuristic's choice is from it (the data to re-derive the heuristic "
+                             "on this machine)")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     args.suite = args.suite or list(suites.ALL_SUITES)
@@ -243,6 +248,9 @@ def main(argv=None) -> int:
             for op in ops:
                 row = {**identity, **layers.run_op(op, precision, device, args.threads,
                                                    args.reps, args.min_time)}
+                if args.algorithms and device.type == "cpu" and op.registry_call is not None:
+                    row.update(layers.time_algorithms(op, args.threads, args.reps,
+                                                      args.min_time))
                 rows.append(row)
                 progress.write(report.console_line(row))
                 progress.update(1)
@@ -256,6 +264,9 @@ def main(argv=None) -> int:
 
     summary = report.summarize(rows)
     lines = report.summary_lines(summary)
+    if args.algorithms:
+        meta["heuristic_vs_fastest"] = report.algorithm_summary(rows)
+        lines += [""] + report.algorithm_summary_lines(meta["heuristic_vs_fastest"])
     flagged = [r for r in rows if r.get("flag")]
     print("\nSummary (geometric mean of R = torch time / convpool time; > 1: convpool faster)")
     print("\n".join(lines))

@@ -164,3 +164,31 @@ def test_overhead_suite_is_in_the_quick_report_and_correct(tmp_path):
         assert row["R"] > 0 and all(row[c] is not None for c in ERROR_COLUMNS)
     # Per-call times of microseconds keep their digits in the table (ms column).
     assert report._ms(0.01084) == "0.0108" and report._ms(12.3456) == "12.346"
+
+
+def test_algorithms_mode_times_every_applicable_algorithm(tmp_path):
+    # run.py --algorithms: each single-op row with several applicable CPU algorithms times each
+    # one forced, names the fastest, and the report compares the heuristic's choice with it.
+    threads = torch.get_num_threads()
+    try:
+        assert run.main(["--suite", "tiny", "--reps", "1", "--min-time", "0", "--threads", "1",
+                         "--algorithms", "--no-plots", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    results = json.loads((tmp_path / "results.json").read_text())
+    timed = [r for r in results["rows"] if "algorithm_ms" in r]
+    assert timed, "no row timed its algorithms"
+    for row in timed:
+        names = list(row["algorithm_ms"])
+        assert len(names) >= 2 and row["heuristic"] == names[0] and row["fastest"] in names
+        assert all(t > 0 for t in row["algorithm_ms"].values())
+        fastest = min(row["algorithm_ms"].values())
+        assert row["heuristic_over_fastest"] == pytest.approx(
+            row["algorithm_ms"][row["heuristic"]] / fastest)
+    # The single-op rows of a conv case: forward, grad_input, grad_weight (not fwd+bwd).
+    assert {r["op"] for r in timed} <= {"forward", "grad_input", "grad_weight", "forward+indices",
+                                        "backward"}
+    summary = results["meta"]["heuristic_vs_fastest"]
+    assert {s["op"] for s in summary} == {f"{r['kind']} {r['op']}" for r in timed}
+    assert sum(s["rows"] for s in summary) == len(timed)
+    assert "## The heuristic against the fastest algorithm" in (tmp_path / "report.md").read_text()

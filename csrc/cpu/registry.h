@@ -221,12 +221,13 @@ const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, co
 }
 
 // Times `found` on `q` (each run overwrites the same output): one warm-up run each, candidates
-// more than twice as slow as the fastest warm-up dropped, then kRepeats interleaved rounds; the
-// fastest median wins.
+// more than twice as slow as the fastest warm-up dropped, then interleaved rounds; the fastest
+// median wins. Short kernels get more rounds (enough for ~2 ms per candidate, 3 to 15): a run of
+// a few microseconds varies by tens of percent on a shared machine, and 15 of them still cost
+// less than one run of a large conv.
 template <class Problem>
 const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& found,
                                   const Problem& q) {
-  constexpr int kRepeats = 3;
   std::vector<double> warm(found.size());
   for (size_t i = 0; i < found.size(); ++i) {
     const double t0 = now_seconds();
@@ -237,8 +238,11 @@ const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& 
   std::vector<size_t> alive;
   for (size_t i = 0; i < found.size(); ++i)
     if (warm[i] <= 2 * best_warm) alive.push_back(i);
+  constexpr double kSecondsPerCandidate = 2e-3;
+  const int rounds = static_cast<int>(
+      std::clamp(kSecondsPerCandidate / std::max(best_warm, 1e-9), 3.0, 15.0));
   std::vector<std::vector<double>> times(found.size());
-  for (int r = 0; r < kRepeats; ++r)
+  for (int r = 0; r < rounds; ++r)
     for (size_t i : alive) {
       const double t0 = now_seconds();
       found[i]->run(q);
@@ -248,7 +252,7 @@ const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& 
   double best_median = 0;
   for (size_t i : alive) {
     std::sort(times[i].begin(), times[i].end());
-    const double median = times[i][kRepeats / 2];
+    const double median = times[i][rounds / 2];
     if (i == alive.front() || median < best_median) best = i, best_median = median;
   }
   return found[best];
