@@ -103,17 +103,35 @@ def precisions_for(device: torch.device, dtype_names) -> List[Precision]:
 
 def cpu_info() -> Dict[str, str]:
     info = {"cpu_model": platform.processor() or "unknown", "cpu_flags": ""}
+    family = model = None
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and info["cpu_model"] in ("unknown", "x86_64", ""):
+                key = key.strip()
+                if key == "model name" and info["cpu_model"] in ("unknown", "x86_64", ""):
                     info["cpu_model"] = value.strip()
-                elif key.strip() in ("flags", "Features") and not info["cpu_flags"]:
+                elif key in ("flags", "Features") and not info["cpu_flags"]:
                     info["cpu_flags"] = value.strip()
+                elif key == "cpu family" and family is None:
+                    family = value.strip()
+                elif key == "model" and model is None:
+                    model = value.strip()
     except OSError:
         pass
+    # A virtual machine's model name can be as vague as "AMD EPYC": the family and model tell
+    # the generation (AMD family 25: Zen 3 for models 0-15, Zen 4 for 16-31 and 96-127).
+    if family is not None and model is not None:
+        info["cpu_model"] += f" (family {family}, model {model})"
     return info
+
+
+def cpu_peak(threads: int) -> float:
+    """The measured fp32 FMA peak in GFLOP/s (convpool._C._cpu_fma_peak: a loop of independent
+    FMAs in the widest vectors of the active ISA on `threads` threads), the number the rows'
+    `convpool_pct_peak` refers to."""
+    from convpool import _C
+    return _C._cpu_fma_peak(threads, 0.2)
 
 
 def gpu_info() -> Dict[str, str]:
@@ -140,6 +158,8 @@ def metadata(args, devices) -> Dict:
         "convpool": getattr(convpool, "__version__", "unknown"),
         **cpu_info(), **gpu_info(),
         "threads": torch.get_num_threads(),
+        "cpu_fma_peak_gflops": round(cpu_peak(torch.get_num_threads()), 1),
+        "cpu_fma_peak": f"fp32, {torch.get_num_threads()} threads, {convpool._C._cpu_isa()} FMA loop",
         # Other work on the machine makes timings noisy: record how busy it was.
         "load_average_at_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "devices": ", ".join(str(d) for d in devices),
@@ -256,6 +276,10 @@ def main(argv=None) -> int:
                 progress.update(1)
             del ops
     meta["wall_time_s"] = round(time.perf_counter() - started, 1)
+    for row in rows:  # fp32 CPU conv rows: the share of the measured FMA peak
+        if (row["device"] == "cpu" and row["dtype"] == "float32" and row.get("unit") == "GFLOP/s"
+                and row.get("convpool_rate")):
+            row["convpool_pct_peak"] = 100 * row["convpool_rate"] / meta["cpu_fma_peak_gflops"]
     meta["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     if args.autotune:
         problems, seconds, _ = cpu_backend.tuning_stats()

@@ -8,6 +8,7 @@
 #include <exception>
 #include <string>
 
+#include "cpu/peak/peak.h"
 #include "cpu/registry.h"
 #include "direct_calls.h"
 #include "cpu/winograd.h"
@@ -280,6 +281,25 @@ PyObject* cpu_tuning_stats(PyObject*, PyObject*) {
                        static_cast<long long>(stats.cached));
 }
 
+// convpool._C._cpu_fma_peak(threads, seconds): the measured fp32 FMA peak in GFLOP/s of the
+// active ISA on that many threads (cpu/peak/peak.h), for the benchmarks' "% of peak".
+PyObject* cpu_fma_peak(PyObject*, PyObject* args) {
+  int threads = 1;
+  double seconds = 0.2;
+  if (!PyArg_ParseTuple(args, "|id", &threads, &seconds)) return nullptr;
+  if (threads < 1 || threads > 4096 || !(seconds > 0 && seconds <= 60)) {
+    const std::string message = "_cpu_fma_peak: threads must be in [1, 4096] and seconds in (0, 60], got " +
+                                std::to_string(threads) + " and " + std::to_string(seconds);
+    PyErr_SetString(PyExc_ValueError, message.c_str());
+    return nullptr;
+  }
+  double gflops = 0;
+  Py_BEGIN_ALLOW_THREADS
+  gflops = convpool::cpu::peak::fma_gflops(threads, seconds);
+  Py_END_ALLOW_THREADS
+  return PyFloat_FromDouble(gflops);
+}
+
 // convpool._C._cpu_tuning_clear(): forgets this process's tuning choices.
 PyObject* cpu_tuning_clear(PyObject*, PyObject*) {
   convpool::cpu::clear_tuning();
@@ -294,6 +314,7 @@ PyMethodDef methods[] = {
     {"_cpu_query", cpu_query, METH_VARARGS, "record the next CPU op's algorithms"},
     {"_cpu_algorithm_table", cpu_algorithm_table, METH_NOARGS, "every CPU algorithm"},
     {"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
+    {"_cpu_fma_peak", cpu_fma_peak, METH_VARARGS, "measured fp32 FMA peak, GFLOP/s"},
     {"_build_info", build_info, METH_NOARGS, "how this binary was built"},
     {"_cpu_winograd_mode", cpu_winograd_mode, METH_VARARGS, "get / set the CPU Winograd mode"},
     {"_cpu_conv2d_algorithm", cpu_conv2d_algorithm, METH_VARARGS, "CPU conv2d algorithm choice"},

@@ -38,6 +38,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
     for key in ["torch", "convpool", "cpu_model", "cpu_flags", "gpu", "threads", "date", "machine"]:
         assert key in results["meta"], key
     assert results["meta"]["threads"] == 1
+    assert results["meta"]["cpu_fma_peak_gflops"] > 0
     rows = results["rows"]
     # 1 conv case x 4 ops + 1 pool case x 3 ops + 1 transposed-conv case x 2 ops, x 2 layouts x
     # 2 batch sizes
@@ -50,6 +51,10 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
                                        "convpool_mem"]:
             assert column in row and row[column] is not None, (column, row)
         assert row["flag"] is None, row  # convpool is correct on these
+    # fp32 conv rows give their share of the measured FMA peak
+    conv_rows = [r for r in rows if r["kind"] == "conv"]
+    assert all(r["convpool_pct_peak"] == pytest.approx(
+        100 * r["convpool_rate"] / results["meta"]["cpu_fma_peak_gflops"]) for r in conv_rows)
     index_rows = [r for r in rows if r["op"] == "forward+indices"]
     assert index_rows and all(r["index_mismatches"] == 0 for r in index_rows)
     markdown = (tiny_run / "report.md").read_text()
@@ -192,3 +197,12 @@ def test_algorithms_mode_times_every_applicable_algorithm(tmp_path):
     assert {s["op"] for s in summary} == {f"{r['kind']} {r['op']}" for r in timed}
     assert sum(s["rows"] for s in summary) == len(timed)
     assert "## The heuristic against the fastest algorithm" in (tmp_path / "report.md").read_text()
+
+
+def test_fma_peak_checks_its_arguments():
+    from convpool import _C
+    assert _C._cpu_fma_peak(1, 0.01) > 0
+    with pytest.raises(ValueError, match=r"threads must be in \[1, 4096\].*got 0 and"):
+        _C._cpu_fma_peak(0, 0.01)
+    with pytest.raises(ValueError, match=r"seconds in \(0, 60\], got 1 and -1"):
+        _C._cpu_fma_peak(1, -1.0)
