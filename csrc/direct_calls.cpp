@@ -29,6 +29,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include <array>
 #include <optional>
 #include <tuple>
 
@@ -239,6 +240,27 @@ PyObject* conv2d_grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// conv2d's backward ops, each where `need` asks (grad_input, grad_weight, grad_bias), through the
+// dispatcher as the caller's mode has it: the fused direct call and the C++ node's backward.
+std::array<at::Tensor, 3> conv2d_backward_ops(const at::Tensor& grad_output, const at::Tensor& input,
+                                              const at::Tensor& weight, c10::IntArrayRef stride,
+                                              c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                              int64_t groups, const bool need[3]) {
+  std::array<at::Tensor, 3> grads;
+  if (need[0])
+    grads[0] = grad_input_op().call(grad_output, weight, c10::fromIntArrayRefSlow(input.sizes()),
+                                    stride, padding, dilation, groups);
+  if (need[1])
+    grads[1] = grad_weight_op().call(grad_output, input, c10::fromIntArrayRefSlow(weight.sizes()),
+                                     stride, padding, dilation, groups);
+  if (need[2])
+    // No input channels: the output has none either (PyTorch's shape); its bias gets zeros.
+    grads[2] = input.dim() >= 3 && input.size(-3) == 0
+                   ? at::zeros({weight.size(0)}, grad_output.options())
+                   : grad_bias_op().call(grad_output);
+  return grads;
+}
+
 // conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, need_input,
 // need_weight, need_bias) -> (grad_input | None, grad_weight | None, grad_bias | None): the
 // three backward ops in one call, each only where asked (convpool.autograd's Conv2d.backward).
@@ -252,24 +274,9 @@ PyObject* conv2d_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       !parse_bool(args[7], need[0]) || !parse_bool(args[8], need[1]) ||
       !parse_bool(args[9], need[2]))
     return not_implemented();
-  at::Tensor grads[3];
-  below_autograd([&] {
-    if (need[0]) {
-      const Ints size(input->sizes().begin(), input->sizes().end());
-      grads[0] = grad_input_op().call(*grad_output, *weight, sym(size), c.stride, c.padding,
-                                      c.dilation, c.groups);
-    }
-    if (need[1]) {
-      const Ints size(weight->sizes().begin(), weight->sizes().end());
-      grads[1] = grad_weight_op().call(*grad_output, *input, sym(size), c.stride, c.padding,
-                                       c.dilation, c.groups);
-    }
-    if (need[2]) {
-      // No input channels: the output has none either (PyTorch's shape); its bias gets zeros.
-      grads[2] = input->dim() >= 3 && input->size(-3) == 0
-                     ? at::zeros({weight->size(0)}, grad_output->options())
-                     : grad_bias_op().call(*grad_output);
-    }
+  const auto grads = below_autograd([&] {
+    return conv2d_backward_ops(*grad_output, *input, *weight, c.stride, c.padding, c.dilation,
+                               c.groups, need);
   });
   PyObject* out = PyTuple_New(3);
   if (out == nullptr) return nullptr;
@@ -398,23 +405,13 @@ struct Conv2dFunction : torch::autograd::Function<Conv2dFunction> {
     at::Tensor grad = grads[0];
     if (a.scalar[2] && !is_channels_last(grad))
       grad = grad.contiguous(at::MemoryFormat::ChannelsLast);
-    at::Tensor grad_input, grad_weight, grad_bias;
-    if (ctx->needs_input_grad(0))
-      grad_input = maybe_recorded([&] {
-        return grad_input_op().call(grad, weight, c10::fromIntArrayRefSlow(input.sizes()), stride,
-                                    padding, dilation, groups);
-      });
-    if (ctx->needs_input_grad(1))
-      grad_weight = maybe_recorded([&] {
-        return grad_weight_op().call(grad, input, c10::fromIntArrayRefSlow(weight.sizes()), stride,
-                                     padding, dilation, groups);
-      });
     // needs_input_grad counts the tensor arguments only: the bias is the third when given.
-    if (a.scalar[1] && ctx->needs_input_grad(2))
-      // No input channels: the output has none either (PyTorch's shape); its bias gets zeros.
-      grad_bias = input.size(-3) == 0 ? at::zeros({weight.size(0)}, grad.options())
-                                      : maybe_recorded([&] { return grad_bias_op().call(grad); });
-    return {grad_input, grad_weight, grad_bias, at::Tensor()};
+    const bool need[3] = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                          a.scalar[1] != 0 && ctx->needs_input_grad(2)};
+    auto g = maybe_recorded([&] {
+      return conv2d_backward_ops(grad, input, weight, stride, padding, dilation, groups, need);
+    });
+    return {std::move(g[0]), std::move(g[1]), std::move(g[2]), at::Tensor()};
   }
 };
 
