@@ -127,7 +127,8 @@ bool dgrad_as_winograd(const ConvProblem& q) {
 // The heuristic order is `preferred` first, then `priority`: for a depthwise conv the depthwise
 // walks (vector ones first), for any other the Winograd thresholds, then the implicit GEMM, then
 // (dgrad only) the GEMM per output phase where preferred (dgrad_phases.cpp) and the explicit
-// col2im GEMM. Every entry is tested on its own (tests/test_registry.py).
+// col2im GEMM; for a stride-1 dgrad of few output pixels the col2im GEMM before the implicit one
+// (conv_gemm::dgrad_col2im_preferred). Every entry is tested on its own (tests/test_registry.py).
 const ConvAlgorithm kConvAlgorithms[] = {
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_channels_last", Walk::channels_last, 0, CONVPOOL_ALWAYS),
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_flat", Walk::flat, 1, CONVPOOL_ALWAYS),
@@ -167,7 +168,10 @@ const ConvAlgorithm kConvAlgorithms[] = {
     {"gemm_im2col", Op::fprop, Isa::generic, 7, any_problem, not_depthwise,
      [](const ConvProblem& q) { conv_gemm::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
     {"gemm_im2col", Op::dgrad, Isa::generic, 7,
-     [](const ConvProblem& q) { return conv_gemm::dgrad_as_fprop(*q.p); }, not_depthwise,
+     [](const ConvProblem& q) { return conv_gemm::dgrad_as_fprop(*q.p); },
+     [](const ConvProblem& q) {
+       return !is_depthwise(*q.p) && !conv_gemm::dgrad_col2im_preferred(*q.p, *q.out);
+     },
      [](const ConvProblem& q) { conv_gemm::dgrad_by_fprop(*q.p, *q.x, *q.w, *q.out); }},
     {"gemm_im2col", Op::wgrad, Isa::generic, 7, any_problem, not_depthwise,
      [](const ConvProblem& q) { conv_gemm::wgrad(*q.p, *q.x, *q.w, *q.out); }},
@@ -175,7 +179,10 @@ const ConvAlgorithm kConvAlgorithms[] = {
      [](const ConvProblem& q) { return dgrad_phases_applies(*q.p); },
      [](const ConvProblem& q) { return dgrad_phases_preferred(*q.p, *q.out); },
      [](const ConvProblem& q) { dgrad_phases(*q.p, *q.x, *q.w, *q.out); }},
-    {"gemm_col2im", Op::dgrad, Isa::generic, 8, any_problem, not_depthwise,
+    {"gemm_col2im", Op::dgrad, Isa::generic, 8, any_problem,
+     [](const ConvProblem& q) {
+       return !is_depthwise(*q.p) && conv_gemm::dgrad_col2im_preferred(*q.p, *q.out);
+     },
      [](const ConvProblem& q) { conv_gemm::dgrad_col2im(*q.p, *q.x, *q.w, *q.out); }},
     {"bias_channels_last", Op::grad_bias, Isa::generic, 0,
      [](const ConvProblem& q) { return q.x->stride(1) == 1 && q.x->size(1) > 1; }, nullptr,

@@ -48,6 +48,20 @@ Conv2dParams dgrad_as_fprop_params(const Conv2dParams& p) {
   return q;
 }
 
+// Measured on AMD EPYC Zen 4 (family 25 model 17), 2 threads, 2026-12-02 (benchmarks/results/
+// cpu-dgrad-zen4-2026-12-02.txt): at N * H_out * W_out = 49 and 98, gemm_col2im ran 1.6-3.9x
+// faster than dgrad_by_fprop (ResNet-50 layer4 3x3 and 1x1, VGG-16 conv5 at 7x7) in both layouts;
+// at 196-392 still 1.16-1.5x in NCHW but mixed in channels_last; at 1568 and beyond
+// dgrad_by_fprop (or Winograd, preferred before both) won.
+constexpr int64_t kCol2imPixels = 128;       // any layout
+constexpr int64_t kCol2imPixelsNchw = 512;   // NCHW grad_input
+
+bool dgrad_col2im_preferred(const Conv2dParams& p, const at::Tensor& grad_input) {
+  if (!dgrad_as_fprop(p)) return true;
+  const int64_t pixels = p.batch * p.out_height * p.out_width;
+  return pixels <= kCol2imPixels || (!is_channels_last(grad_input) && pixels <= kCol2imPixelsNchw);
+}
+
 namespace {
 
 using namespace im2col;

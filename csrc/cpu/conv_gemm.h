@@ -28,6 +28,10 @@ void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
            at::Tensor& grad_weight);
 
 // gemm_col2im: col = W^T * grad_output per tile, then col2im (any stride).
+// The heuristic prefers it where the stride-1 route (dgrad_by_fprop) does not apply, and over
+// that route where grad_output has few pixels: dgrad_by_fprop re-lays the whole weight out
+// (C_out x C_in x kH x kW values) per call, a cost the GEMM amortizes over N * H_out * W_out.
+bool dgrad_col2im_preferred(const Conv2dParams& p, const at::Tensor& grad_input);
 void dgrad_col2im(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                   at::Tensor& grad_input);
 
