@@ -23,7 +23,7 @@
 #include <type_traits>
 
 #include "../shape.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 #include "helpers.h"
 #include "im2col.h"
 #include "winograd.h"

@@ -35,7 +35,7 @@
 #include <type_traits>
 
 #include "../shape.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 #include "isa.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
