@@ -10,7 +10,7 @@
 
 #include "cpu/registry.h"
 #include "direct_calls.h"
-#include "cpu/winograd.h"
+#include "cpu/winograd/winograd.h"
 #include "shape.h"
 
 // Importing convpool._C runs the static initializers below; no pybind11 needed here (the direct

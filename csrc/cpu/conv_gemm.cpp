@@ -26,7 +26,7 @@
 #include "gemm/gemm.h"
 #include "helpers.h"
 #include "im2col.h"
-#include "winograd.h"
+#include "winograd/winograd.h"
 
 namespace convpool::cpu::conv_gemm {
 
