@@ -11,13 +11,13 @@
 #include "cpu/peak/peak.h"
 #include "cpu/registry.h"
 #include "direct_calls.h"
-#include "cpu/winograd.h"
+#include "cpu/winograd/winograd.h"
 #include "shape.h"
 
 // Importing convpool._C runs the static initializers below; no pybind11 needed here (the direct
 // entry points of direct_calls.cpp use torch's Python headers, in that file only).
 namespace convpool::cpu::gemm {
-const char* active_isa();  // cpu/gemm.cpp
+const char* active_isa();  // cpu/gemm/dispatch.cpp
 }
 #ifdef CONVPOOL_WITH_CUDA
 namespace convpool::cuda {

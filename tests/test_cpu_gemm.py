@@ -1,4 +1,4 @@
-"""The CPU conv GEMM (csrc/cpu/gemm.h) under the GEMM-based conv algorithms (conv_gemm.cpp),
+"""The CPU conv GEMM (csrc/cpu/gemm/) under the GEMM-based conv algorithms (conv_gemm.cpp),
 forced by name (gemm_im2col, gemm_col2im: whichever applies to each op), so no shape reaches them
 or misses them through a heuristic threshold: edge tiles, the 1x1 and channels_last paths,
 determinism across thread counts, and the portable kernel forced with CONVPOOL_CPU_ISA=generic."""

@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) on the CPU (csrc/cpu/winograd.cpp): forced by name
+"""Winograd F(4x4, 3x3) on the CPU (csrc/cpu/winograd/): forced by name
 (convpool.backends.cpu.force("winograd_f4x4"), so no test reaches it through a threshold), it
 matches a float64 reference within its documented bound and torch.nn.functional.conv2d; the
 selector picks it where it pays and nowhere else; results are bitwise the same for 1 and 2

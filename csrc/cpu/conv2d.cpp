@@ -2,7 +2,7 @@
 // (registry.h) and the Conv2dBackend members, which select in it and run the entry. The kernels
 // live in files of their own, one per job:
 //   conv_gemm.cpp   gemm_im2col, gemm_col2im and winograd_f4x4's GEMM fallback (im2col.h packers)
-//   winograd.cpp    Winograd F(4x4, 3x3)
+//   winograd/       Winograd F(4x4, 3x3) (dispatch.cpp: blocks and products; transforms per ISA)
 //   grad_bias.cpp   bias_channels_last, bias_planes
 //   depthwise/      the depthwise kernels (dispatch.cpp: vector walks and portable templates)
 // A new algorithm is a kernel file plus one entry in the table below (docs/registry.md).
@@ -22,7 +22,7 @@
 #include "grad_bias.h"
 #include "memory.h"
 #include "registry.h"
-#include "winograd.h"
+#include "winograd/winograd.h"
 
 namespace convpool::cpu {
 namespace {

@@ -23,10 +23,10 @@
 #include <type_traits>
 
 #include "../shape.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 #include "helpers.h"
 #include "im2col.h"
-#include "winograd.h"
+#include "winograd/winograd.h"
 
 namespace convpool::cpu::conv_gemm {
 

@@ -31,13 +31,13 @@
 
 #include "../shape.h"
 #include "depthwise/depthwise.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 #include "helpers.h"
 
 namespace convpool::cpu {
 namespace {
 
-constexpr int64_t kMaxMr = 32;  // the largest micro-kernel row count (gemm.cpp)
+constexpr int64_t kMaxMr = 32;  // the largest micro-kernel row count (gemm/kernels_impl.h)
 
 // One dimension of one phase r: the grad_input positions i0, i0 + s, ... (count of them), the
 // grad_output position q0 of the first, and the taps r, r + s, ... (taps of them).

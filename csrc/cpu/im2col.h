@@ -14,7 +14,7 @@
 #include <type_traits>
 
 #include "../params.h"
-#include "gemm.h"
+#include "gemm/gemm.h"
 #include "helpers.h"
 
 namespace convpool::cpu::im2col {

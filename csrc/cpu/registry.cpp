@@ -23,7 +23,7 @@
 #include <unistd.h>
 #include <unordered_map>
 
-#include "gemm.h"
+#include "gemm/gemm.h"
 
 namespace convpool::cpu {
 

@@ -1,5 +1,6 @@
-// The vector vocabulary for AVX2 + FMA (8 float lanes), the same names as simd/avx512.h (see
-// there). The file that includes this header sets `#pragma GCC target("avx2,fma")` first.
+// The vector vocabulary for AVX2 + FMA (8 float lanes), the same names as simd/avx512.h and
+// simd/generic.h (see there). The file that includes this header sets
+// `#pragma GCC target("avx2,fma")` first.
 #pragma once
 
 #include <immintrin.h>
@@ -50,5 +51,78 @@ inline void transpose(V r[kLanes]) {
     r[i + 1] = _mm256_blend_ps(_mm256_movehdup_ps(top), bottom, 0xAA);
   }
 }
+
+// ---- added for the GEMM (gemm/kernels_impl.h): float and double written once, 8 x 8 packing ----
+
+// The vocabulary as a type, for code written once over float and double: Vec<float> is the
+// functions above, Vec<double> the same names over 4 double lanes.
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load_n(const float* p, int n) { return _mm256_maskload_ps(p, lanes_mask(n)); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void store_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lanes_mask(n), v); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(V v) { return avx2::hsum(v); }
+};
+
+template <>
+struct Vec<double> {
+  using V = __m256d;
+  static constexpr int kLanes = 4;
+  static __m256i mask(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static V zero() { return _mm256_setzero_pd(); }
+  static V set1(double v) { return _mm256_set1_pd(v); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static V load_n(const double* p, int n) { return _mm256_maskload_pd(p, mask(n)); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static void store_n(double* p, V v, int n) { _mm256_maskstore_pd(p, mask(n), v); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static double hsum(V v) {
+    const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+  }
+};
+
+// 8 x 8 float blocks (the GEMM's and Winograd's packing transposes), the same names in every
+// ISA's header: V8, zero8, load8, store8, transpose8 (r[i][j] <- r[j][i]: unpack pairs, shuffle
+// quads, swap 128-bit halves; 24 shuffles).
+using V8 = __m256;
+inline V8 zero8() { return _mm256_setzero_ps(); }
+inline V8 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline void store8(float* p, V8 v) { _mm256_storeu_ps(p, v); }
+inline void transpose8(V8 r[8]) {
+  const V8 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const V8 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const V8 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const V8 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const V8 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const V8 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const V8 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const V8 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// ---- added for Winograd's transforms (winograd/kernels_impl.h) ----
+inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 
 }  // namespace convpool::cpu::simd::avx2

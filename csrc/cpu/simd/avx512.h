@@ -1,10 +1,13 @@
-// The vector vocabulary for AVX-512F (16 float lanes), the same names as simd/avx2.h: V, kLanes,
-// zero, set1, load, load_n (the first n lanes, others zero), store, store_n, add, fmadd, hsum,
-// load_bits (lanes whose bit is set), transpose (16 x 16 in registers). A kernel family is written
-// once over these names and compiled once per ISA (e.g. depthwise/avx512.cpp): the file that
-// includes this header sets `#pragma GCC target("avx512f,avx2,fma")` first and includes only
-// <immintrin.h>, plain C++ headers and ours before it, so no inline function of torch's is built
-// for AVX-512 (a linker could pick that copy for generic code).
+// The vector vocabulary for AVX-512F (16 float lanes), the same names as simd/avx2.h and
+// simd/generic.h: V, kLanes, zero, set1, load, load_n (the first n lanes, others zero), store,
+// store_n, add, sub, mul, fmadd, hsum, load_bits (lanes whose bit is set), transpose (16 x 16 in
+// registers); at the bottom Vec<float> / Vec<double> (the same names as a type, for code written
+// once over float and double) and the 8 x 8 block names (V8, zero8, load8, store8, transpose8).
+// A kernel family is written once over these names and compiled once per ISA (e.g.
+// depthwise/avx512.cpp, gemm/avx512.cpp): the file that includes this header sets
+// `#pragma GCC target("avx512f,avx2,fma")` first and includes only <immintrin.h>, plain C++
+// headers and ours before it, so no inline function of torch's is built for AVX-512 (a linker
+// could pick that copy for generic code).
 #pragma once
 
 #include <immintrin.h>
@@ -61,5 +64,72 @@ inline void transpose(V r[kLanes]) {
   transpose_round<2>(r);
   transpose_round<1>(r);
 }
+
+// ---- added for the GEMM (gemm/kernels_impl.h): float and double written once, 8 x 8 packing ----
+
+// The vocabulary as a type, for code written once over float and double: Vec<float> is the
+// functions above, Vec<double> the same names over 8 double lanes.
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lanes_mask(n), p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lanes_mask(n), v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(V v) { return _mm512_reduce_add_ps(v); }
+};
+
+template <>
+struct Vec<double> {
+  using V = __m512d;
+  static constexpr int kLanes = 8;
+  static __mmask8 mask(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
+  static V zero() { return _mm512_setzero_pd(); }
+  static V set1(double v) { return _mm512_set1_pd(v); }
+  static V load(const double* p) { return _mm512_loadu_pd(p); }
+  static V load_n(const double* p, int n) { return _mm512_maskz_loadu_pd(mask(n), p); }
+  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static void store_n(double* p, V v, int n) { _mm512_mask_storeu_pd(p, mask(n), v); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static double hsum(V v) { return _mm512_reduce_add_pd(v); }
+};
+
+// 8 x 8 float blocks (the GEMM's and Winograd's packing transposes), the same names as
+// simd/avx2.h: V8, zero8, load8, store8, transpose8 (in ymm registers, as AVX2 does it).
+using V8 = __m256;
+inline V8 zero8() { return _mm256_setzero_ps(); }
+inline V8 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline void store8(float* p, V8 v) { _mm256_storeu_ps(p, v); }
+inline void transpose8(V8 r[8]) {
+  const V8 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const V8 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const V8 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const V8 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const V8 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const V8 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const V8 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const V8 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// ---- added for Winograd's transforms (winograd/kernels_impl.h) ----
+inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 
 }  // namespace convpool::cpu::simd::avx512

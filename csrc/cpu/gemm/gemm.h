@@ -11,8 +11,11 @@
 //
 // The micro-kernel (AVX-512, AVX2+FMA or portable C++) is chosen once at run time from the CPU's
 // features, capped by the environment variable CONVPOOL_CPU_ISA=generic|avx2|avx512 (read at first
-// use; "generic" forces the portable path, e.g. to test it). Panel sizes MR/NR belong to the
-// kernel, so packers read them from the KernelInfo they are handed.
+// use; "generic" forces the portable path, e.g. to test it). It is written once over the vector
+// vocabulary (kernels_impl.h over simd/<isa>.h) and compiled once per ISA (generic.cpp, avx2.cpp,
+// avx512.cpp: namespace gemm::<isa>, each with its table of kernels.h); dispatch.cpp picks the
+// table. Panel sizes MR/NR belong to the kernel, so packers read them from the KernelInfo they
+// are handed.
 //
 // Determinism: the K loop of every C element runs in the same order (pc blocks ascending, k
 // ascending inside the kernel) whatever the thread count or split, so results are bitwise
@@ -26,23 +29,13 @@
 #include <cstdlib>
 #include <memory>
 
+#include "kernels.h"
+
 namespace convpool::cpu::gemm {
 
-// c[i * rs_c + j] (+)= sum_k a[k * mr + i] * b[k * nr + j] for i < m, j < n (m <= mr, n <= nr).
-// `a` and `b` are packed panels; rows i >= m / columns j >= n of them hold zeros.
-template <typename T>
-using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t rs_c, int m, int n,
-                             bool accumulate);
+// MicroKernel and KernelInfo (the register tile and cache blocks): kernels.h.
 
-template <typename T>
-struct KernelInfo {
-  MicroKernel<T> kernel;
-  int mr, nr;          // register tile
-  int64_t mc, kc, nc;  // cache blocks: A block MC x KC in L2, B panel KC x NR in L1
-  const char* isa;
-};
-
-// The kernel for this CPU (and CONVPOOL_CPU_ISA); defined in gemm.cpp.
+// The kernel for this CPU (and CONVPOOL_CPU_ISA); defined in dispatch.cpp.
 template <typename T>
 const KernelInfo<T>& kernel_info();
 
@@ -57,11 +50,12 @@ void* thread_buffer(int which, size_t bytes);
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // dst[j * mr + i] = rows[i][j] for i < mr, j < 8; a null row reads as zeros. An 8 x 8 register
-// transpose when mr == 8 and the CPU has AVX2; used to pack channels_last input (gemm.cpp).
+// transpose when mr == 8 (the ISA's transpose8x8, kernels_impl.h); used to pack channels_last
+// input (dispatch.cpp).
 void pack_transpose8(const float* const* rows, int mr, float* dst);
 
 // dst[j * ld + i] = rows[i][j] for i, j < 8 (null rows read as zeros): an 8 x 8 block transposed
-// into a panel of row stride ld. AVX2 when the CPU has it.
+// into a panel of row stride ld: the ISA's kernel (registers with AVX2 / AVX-512).
 void transpose8x8(const float* const* rows, float* dst, int64_t ld);
 
 // ---- strided-matrix packers ------------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "../params.h"
+#include "../../params.h"
 
 namespace convpool::cpu::winograd {
 

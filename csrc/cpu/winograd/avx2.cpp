@@ -1,0 +1,19 @@
+// Winograd's transforms for AVX2 + FMA: kernels_impl.h compiled once for this ISA.
+// Everything before the pragma is plain C++ (the standard library, <immintrin.h>, our headers
+// without torch), so nothing of torch's is built for avx2 (see simd/avx2.h).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <type_traits>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC target("avx2,fma")
+#include "../simd/avx2.h"
+#define CONVPOOL_WINOGRAD_ISA avx2
+#include "kernels_impl.h"
+#endif
