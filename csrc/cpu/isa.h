@@ -3,7 +3,7 @@
 // micro-kernel, Winograd's transforms, the depthwise and max_pool2d kernels and the registry's
 // ISA check all read it. The library is compiled for baseline x86-64 (it must import anywhere);
 // AVX2 / AVX-512 kernels are functions built with __attribute__((target(...))) or files compiled
-// under the ISA's `#pragma GCC target` (depthwise/avx2.cpp, depthwise/avx512.cpp). Plain C++.
+// under the ISA's `#pragma GCC target` (depthwise/ and pool/: avx2.cpp, avx512.cpp). Plain C++.
 #pragma once
 
 namespace convpool::cpu {
