@@ -61,10 +61,6 @@ struct Kernels {
   // plane) was met (nothing written out of bounds; the caller reruns the portable kernel, which
   // names it).
   bool (*backward_planes)(const Backward&, int64_t q0, int64_t q1);
-  // The same planes as a gather (dilation_w == 1): each grad_input element summed from the
-  // windows covering it and written once. false: an index outside [-1, plane) or not one of its
-  // window's taps; the caller reruns the portable kernel.
-  bool (*backward_rows)(const Backward&, int64_t q0, int64_t q1);
   // Tasks [t0, t1) of N * bands (band_rows grad_input rows each): each task zeroes and sums its
   // rows. false: an index that is not one of its window's taps (or outside the plane) was met;
   // the caller reruns the portable kernel.

@@ -326,95 +326,6 @@ bool backward_planes(const Backward& a, int64_t q0, int64_t q1) {
   return true;
 }
 
-// ---- backward, NCHW, as a gather: every grad_input element written once ---------------------------
-
-// A plane's indices (int32, range-checked) and gradients are first copied into padded buffers;
-// then each vector of kLanes grad_input columns sums, in output order, the gradients of the
-// windows covering it whose index names it: for each covering output row (ascending), the
-// candidate output columns ow = (iw + pad_w) / stride_w - j (j descending), permuted into place
-// from one load. No zero fill, no read-modify-write: one store per grad_input vector. The sum
-// starts at +0 and adds +0 where nothing lands, which leaves every bit as PyTorch's scatter into
-// zeros leaves it. Needs dilation_w == 1 (the dispatcher's check). An index that names no element
-// of its window is found by counting: the matches of a plane must equal its indices other than
-// -1 (each index matches at most once, at its own window's tap); otherwise false.
-bool backward_rows(const Backward& a, int64_t q0, int64_t q1) {
-  const Pool2dParams& p = a.p;
-  const int64_t W = p.in_width, OW = p.out_width, outputs = p.out_height * OW;
-  const int64_t plane_size = p.in_height * W;
-  const int64_t s = p.stride_w;
-  const int64_t J = (p.kernel_w + s - 1) / s;  // candidate output columns per input column
-  const int64_t front = J + kLanes, padded = outputs + 2 * front + 2 * kLanes;
-  const std::unique_ptr<int32_t[]> index_buffer(new int32_t[padded]);
-  const std::unique_ptr<float[]> grad_buffer(new float[padded]);
-  int32_t* const indices = index_buffer.get() + front;
-  float* const grads = grad_buffer.get() + front;
-  // delta[r]: lane j's output column minus lane 0's, for input columns whose first (+ pad_w)
-  // has residue r modulo the stride; inside[r * J + jj]: lanes whose tap (r + j) % s + jj * s is
-  // inside the window.
-  const int64_t residues = s;  // stride_w <= 64 (the dispatcher's check)
-  // (int32 tables: a unique_ptr of vector types would drop their alignment)
-  const std::unique_ptr<int32_t[]> delta(new int32_t[residues * kLanes]);
-  const std::unique_ptr<int32_t[]> inside(new int32_t[residues * J * kLanes]);
-  for (int64_t r = 0; r < residues; ++r)
-    for (int l = 0; l < kLanes; ++l) {
-      delta[r * kLanes + l] = static_cast<int32_t>((r + l) / s);
-      for (int64_t jj = 0; jj < J; ++jj)
-        inside[(r * J + jj) * kLanes + l] = (r + l) % s + jj * s < p.kernel_w ? -1 : 0;
-    }
-  for (int64_t q = q0; q < q1; ++q) {
-    const int64_t n = q / p.channels, c = q % p.channels;
-    int64_t valid = 0, matched = 0;
-    for (int64_t oh = 0; oh < p.out_height; ++oh) {
-      const int64_t* index_row = a.idx + n * a.xs.n + c * a.xs.c + oh * a.xs.h;
-      const float* grad_row = a.go + n * a.gs.n + c * a.gs.c + oh * a.gs.h;
-      for (int64_t ow0 = 0; ow0 < OW; ow0 += kLanes) {
-        const int cnt = static_cast<int>(std::min<int64_t>(kLanes, OW - ow0));
-        M bad = mask_none();
-        const I index = load_index(index_row + ow0, cnt, plane_size, bad);
-        if (any_of(bad)) return false;
-        valid += count(mask_andnot(mask_range(0, cnt), ieq(index, iset1(static_cast<int32_t>(kNoInputIndex)))));
-        // Full vectors: the tail's extra lanes land in the next row's start (rewritten next) or
-        // in the padding; lanes outside [0, OW) are never selected below.
-        istore(indices + oh * OW + ow0, index);
-        store(grads + oh * OW + ow0, cnt == kLanes ? load(grad_row + ow0) : load_n(grad_row + ow0, cnt));
-      }
-    }
-    float* plane = a.gi + n * a.is.n + c * a.is.c;
-    for (int64_t ih = 0; ih < p.in_height; ++ih) {
-      float* row = plane + ih * W;
-      for (int64_t iw0 = 0; iw0 < W; iw0 += kLanes) {
-        const int64_t r = (iw0 + p.pad_w) % s;
-        const I lane_delta = iload(delta.get() + r * kLanes);
-        // Lanes past the row's end would alias the next row's elements: never selected.
-        const M row_lanes = mask_range(0, W - iw0);
-        const I position = iadd(iset1(static_cast<int32_t>(ih * W + iw0)), iota());
-        V sum = zero();
-        for (int64_t kh = p.kernel_h - 1; kh >= 0; --kh) {  // output rows ascending
-          const int64_t t = ih + p.pad_h - kh * p.dilation_h;
-          if (t < 0 || t % p.stride_h != 0 || t / p.stride_h >= p.out_height) continue;
-          const int64_t oh = t / p.stride_h;
-          for (int64_t jj = J - 1; jj >= 0; --jj) {  // output columns ascending
-            const int64_t ow_base = (iw0 + p.pad_w) / s - jj;
-            if (ow_base >= OW) continue;
-            const I ow = iadd(iset1(static_cast<int32_t>(ow_base)), lane_delta);
-            const M columns = mask_and(mask_and(igt(ow, iset1(-1)), igt(iset1(static_cast<int32_t>(OW)), ow)),
-                                       mask_and(ieq(iload(inside.get() + (r * J + jj) * kLanes), iset1(-1)), row_lanes));
-            if (!any_of(columns)) continue;
-            const int64_t at = oh * OW + std::max<int64_t>(ow_base, -front);
-            const I idx = permute(iload(indices + at), lane_delta);
-            const M here = mask_and(ieq(idx, position), columns);
-            sum = mask_add(sum, here, permute(load(grads + at), lane_delta));
-            matched += count(here);
-          }
-        }
-        store_prefix(row + iw0, sum, W - iw0);
-      }
-    }
-    if (matched != valid) return false;
-  }
-  return true;
-}
-
 // ---- backward, channels_last: bands of grad_input rows, channels in lanes ---------------------------
 
 // A task owns rows [r0, r1) of one image's grad_input and visits, in output order, every output
@@ -447,12 +358,14 @@ bool backward_channels_last(const Backward& a, int64_t t0, int64_t t1) {
           zeroed = last + 1;
         }
       }
-      for (int64_t ow = 0; ow < p.out_width; ++ow) {
-        const int64_t w0 = ow * p.stride_w - p.pad_w;
-        const Range tw = taps_inside(w0, p.kernel_w, p.dilation_w, p.in_width);
-        const int64_t* pixel_index = a.idx + n * a.xs.n + oh * a.xs.h + ow * a.xs.w;
-        const float* pixel_grad = a.go + n * a.gs.n + oh * a.gs.h + ow * a.gs.w;
-        for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+      // One channel vector at a time along the output row, so the taps' grad_input vectors stay
+      // in L1 between neighbouring windows (3 rows of all channels of ResNet's stem are 86 KB).
+      for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+        for (int64_t ow = 0; ow < p.out_width; ++ow) {
+          const int64_t w0 = ow * p.stride_w - p.pad_w;
+          const Range tw = taps_inside(w0, p.kernel_w, p.dilation_w, p.in_width);
+          const int64_t* pixel_index = a.idx + n * a.xs.n + oh * a.xs.h + ow * a.xs.w;
+          const float* pixel_grad = a.go + n * a.gs.n + oh * a.gs.h + ow * a.gs.w;
           const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c0));
           const M lanes = mask_range(0, count);
           M bad = mask_none();
@@ -487,6 +400,6 @@ bool backward_channels_last(const Backward& a, int64_t t0, int64_t t1) {
 }  // namespace
 
 const Kernels kKernels = {kLanes, kLanes * kMaxPixelBlocks, forward_rows, forward_channels_last,
-                          backward_planes, backward_rows, backward_channels_last};
+                          backward_planes, backward_channels_last};
 
 }  // namespace convpool::cpu::pool::CONVPOOL_POOL_ISA

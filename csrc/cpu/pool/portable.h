@@ -251,8 +251,12 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
                             const at::Tensor& indices, at::Tensor& grad_input) {
   using acc = acc_t<scalar_t>;
   // Whole pixels when there are images enough for every thread (each pass over an image's pixels
-  // then handles all its channels); else blocks of 64 channels, so small batches still split.
-  const int64_t kBlock = p.batch >= at::get_num_threads() ? p.channels : 64;
+  // then handles all its channels); else blocks of channels (a multiple of 16, at most 64) giving
+  // every thread two, so small batches still split: ResNet's 64-channel stem at batch 1 was one
+  // task.
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_task = (p.channels * p.batch + 2 * threads - 1) / (2 * threads);
+  const int64_t kBlock = p.batch >= threads ? p.channels : std::clamp<int64_t>((per_task + 15) / 16 * 16, 16, 64);
   const Strides4 gs = strides4(grad_output), xs = strides4(indices), is = strides4(grad_input);
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const int64_t* idx = indices.const_data_ptr<int64_t>();

@@ -76,11 +76,6 @@ inline M mask_andnot(M a, M b) { return _mm256_andnot_si256(b, a); }  // a and n
 inline bool all_of(M m) { return _mm256_movemask_ps(_mm256_castsi256_ps(m)) == 0xFF; }
 inline bool any_of(M m) { return !_mm256_testz_si256(m, m); }
 inline M ieq(I a, I b) { return _mm256_cmpeq_epi32(a, b); }
-inline M igt(I a, I b) { return _mm256_cmpgt_epi32(a, b); }
-inline int count(M m) { return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(m)))); }
-// Lane j = v[lanes[j]] (lanes in [0, kLanes)).
-inline V permute(V v, I lanes) { return _mm256_permutevar8x32_ps(v, lanes); }
-inline I permute(I v, I lanes) { return _mm256_permutevar8x32_epi32(v, lanes); }
 // Lanes where v replaces the maximum b: greater, or NaN (PyTorch's rule).
 inline M greater_or_nan(V v, V b) {
   return _mm256_castps_si256(_mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
@@ -90,7 +85,8 @@ inline I select(M m, I if_false, I if_true) {
   return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(if_false), _mm256_castsi256_ps(if_true),
                                               _mm256_castsi256_ps(m)));
 }
-// a + b in the lanes of m, a elsewhere (b's other lanes, NaN included, never reach the sum).
+// a + b in the lanes of m, a + 0 elsewhere (a, unless a is -0; b's other lanes, NaN included,
+// never reach the sum).
 inline V mask_add(V a, M m, V b) { return _mm256_add_ps(a, _mm256_and_ps(b, _mm256_castsi256_ps(m))); }
 // The lanes of m from p (only their memory is read), zero elsewhere.
 inline V load_mask(const float* p, M m) { return _mm256_maskload_ps(p, m); }

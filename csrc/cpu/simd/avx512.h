@@ -2,9 +2,9 @@
 // zero, set1, load, load_n (the first n lanes, others zero), store, store_n, add, fmadd, hsum,
 // load_bits (lanes whose bit is set), transpose (16 x 16 in registers); for max pooling, lane
 // masks M (bit masks here, vectors in avx2.h) with mask_range, mask_and/or/andnot, all_of,
-// any_of, count; select, mask_add, greater_or_nan, load_mask, even_lanes, gather, permute; int32
-// lanes I (iota, iset1, iadd, imul, ieq, igt, iload, istore, store_int64) and load_index (int64
-// indices range-checked into int32 lanes). A kernel family is written once over these names and
+// any_of; select, mask_add, greater_or_nan, load_mask, even_lanes, gather; int32 lanes I (iota,
+// iset1, iadd, imul, ieq, iload, istore, store_int64) and load_index (int64 indices range-checked
+// into int32 lanes). A kernel family is written once over these names and
 // compiled once per ISA (e.g. depthwise/avx512.cpp, pool/avx512.cpp): the file that includes
 // this header sets `#pragma GCC target("avx512f,avx2,fma")` first and includes only
 // <immintrin.h>, plain C++ headers and ours before it, so no inline function of torch's is built
@@ -89,19 +89,16 @@ inline M mask_andnot(M a, M b) { return a & static_cast<M>(~b); }  // a and not 
 inline bool all_of(M m) { return m == 0xFFFF; }
 inline bool any_of(M m) { return m != 0; }
 inline M ieq(I a, I b) { return _mm512_cmpeq_epi32_mask(a, b); }
-inline M igt(I a, I b) { return _mm512_cmpgt_epi32_mask(a, b); }
-inline int count(M m) { return __builtin_popcount(static_cast<unsigned>(m)); }
-// Lane j = v[lanes[j]] (lanes in [0, kLanes)).
-inline V permute(V v, I lanes) { return _mm512_permutexvar_ps(lanes, v); }
-inline I permute(I v, I lanes) { return _mm512_permutexvar_epi32(lanes, v); }
 // Lanes where v replaces the maximum b: greater, or NaN (PyTorch's rule).
 inline M greater_or_nan(V v, V b) {
   return _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
 }
 inline V select(M m, V if_false, V if_true) { return _mm512_mask_mov_ps(if_false, m, if_true); }
 inline I select(M m, I if_false, I if_true) { return _mm512_mask_mov_epi32(if_false, m, if_true); }
-// a + b in the lanes of m, a elsewhere.
-inline V mask_add(V a, M m, V b) { return _mm512_mask_add_ps(a, m, a, b); }
+// a + b in the lanes of m, a + 0 elsewhere (a, unless a is -0), as in simd/avx2.h. A full-width
+// add: with _mm512_mask_add_ps, GCC turns load, masked add, store into a masked store, which
+// made the channels_last backward 2-3x slower on Zen 4.
+inline V mask_add(V a, M m, V b) { return _mm512_add_ps(a, _mm512_maskz_mov_ps(m, b)); }
 // The lanes of m from p (only their memory is read), zero elsewhere.
 inline V load_mask(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
 // Lanes 0, 2, 4, ... of the 2 * kLanes floats lo:hi (a stride-2 row in two loads).
