@@ -1,6 +1,6 @@
 // The device-independent body of the max_pool2d ops: validate (shape.h), handle unbatched input,
 // pick the output layout, allocate, then hand the validated problem to a backend: a struct with
-// static forward / backward (cpu/max_pool2d.cpp, cuda/backend.h); forward's indices pointer is
+// static forward / backward (cpu/pool/dispatch.cpp, cuda/backend.h); forward's indices pointer is
 // nullptr when only the values are wanted. backward writes every element
 // of grad_input, zeros included.
 #pragma once

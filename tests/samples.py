@@ -107,6 +107,17 @@ POOL = [
     PoolSample(1, 20, 9, 10, (2, 2), (2, 2)),
     PoolSample(2, 5, 11, 12, (3, 2), (1, 2), (1, 0), (2, 1), True),
     PoolSample(1, 200, 6, 6, (3, 3), (2, 2), (1, 1)),  # > 128 channels (AVX-512 rule)
+    # The vector backward kernels: overlapping stride-1 windows over 24 channels (a vector tail);
+    # stride > kernel (grad_input rows and columns no window reaches); enough rows for several
+    # channels_last bands of grad_input rows, with ceil_mode and dilation across band edges.
+    PoolSample(2, 24, 9, 11, (3, 3), (1, 1), (1, 1)),
+    PoolSample(1, 17, 10, 13, (2, 2), (3, 3)),
+    PoolSample(2, 40, 30, 9, (3, 3), (2, 2), (1, 1), (1, 1), True),
+    PoolSample(1, 20, 23, 7, (3, 2), (2, 1), (1, 1), (2, 1), True),
+    # 2x2 windows at stride 2 (the NCHW kernel that writes each element once): ceil_mode windows
+    # past both edges; 35 output columns (two vectors and a tail).
+    PoolSample(2, 6, 7, 9, (2, 2), (2, 2), ceil_mode=True),
+    PoolSample(1, 3, 6, 70, (2, 2), (2, 2), ceil_mode=True),
 ]
 
 POOL_LAYOUTS = ["contiguous", "channels_last", "strided_view"]

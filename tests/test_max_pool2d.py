@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import convpool
+from convpool.backends import cpu
 from helpers import LAYOUTS, grads, leaf, make_tensor
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
@@ -217,18 +218,49 @@ def test_values_only_kernel_is_used_only_without_indices_or_gradient():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("bad", [-2, 64 * 64, 2**62])
+@pytest.mark.parametrize("bad", [-2, 64 * 64, 2**62, 2**32 + 5])
 def test_backward_rejects_bad_index_in_vector_check(layout, bad):
-    """Indices are range-checked a row (NCHW) or a pixel (channels_last) at a time, 8 lanes per
-    compare: a bad one in the middle of a vector, or negative other than -1, still raises."""
+    """Indices are range-checked a row (NCHW) or a pixel (channels_last) at a time, a vector per
+    compare: a bad one in the middle of a vector, negative other than -1, or one whose low 32
+    bits name a valid element, still raises, whichever backward algorithm runs."""
     x = torch.randn(1, 24, 64, 64)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     values, indices = convpool.max_pool2d(x, 2, return_indices=True)
     indices = indices.clone()
     indices[0, 13, 5, 11] = bad
-    with pytest.raises(RuntimeError, match=r"index -?\d+ at output position \(0, 13, 5, 11\) is outside"):
-        torch.ops.convpool.max_pool2d_backward(torch.ones_like(values), x, indices, [2], [2], [0], [1], False)
+    args = (torch.ones_like(values), x, indices, [2], [2], [0], [1], False)
+    names = cpu.algorithms("max_pool2d_backward", *args)
+    assert names
+    for name in names:
+        with cpu.force(name):
+            with pytest.raises(RuntimeError, match=r"index -?\d+ at output position \(0, 13, 5, 11\) is outside"):
+                torch.ops.convpool.max_pool2d_backward(*args)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_sums_indices_outside_their_windows(layout):
+    """Indices need not come from the forward: any index inside the plane gets its gradient,
+    summed in output order as torch does, whichever backward algorithm runs (the vector
+    channels_last kernel, which expects each index among its window's taps, hands such calls to
+    the portable scatter)."""
+    x = make_tensor((2, 20, 12, 10), torch.float32, layout, seed=3)
+    values = F.max_pool2d(x, 3, 2, 1)
+    g = torch.Generator().manual_seed(4)
+    indices = torch.randint(-1, 12 * 10, values.shape, generator=g)
+    grad_output = make_tensor(tuple(values.shape), torch.float32, layout, seed=5)
+    if layout == "channels_last":
+        indices = indices.contiguous(memory_format=torch.channels_last)
+    args = (grad_output, x, indices, [3], [2], [1], [1], False)
+    # torch has no "no input element" index: -1 is ours; give those outputs no gradient there too
+    expected = torch.ops.aten.max_pool2d_with_indices_backward(
+        torch.where(indices < 0, 0.0, grad_output), x, [3], [2], [1], [1], False, indices.clamp(min=0))
+    names = cpu.algorithms("max_pool2d_backward", *args)
+    assert names
+    for name in names:
+        with cpu.force(name):
+            got = torch.ops.convpool.max_pool2d_backward(*args)
+        assert torch.equal(got, expected), name
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

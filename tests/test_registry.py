@@ -19,11 +19,11 @@ from helpers import make_tensor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ISA_RANK = {"generic": 0, "avx2": 1, "avx512": 2}
 CONV_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
-POOL_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+POOL_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # Against a float64 reference (Winograd's documented float32 bound at these channel counts is
 # ~5e-4; bfloat16 results are rounded to 8 bits).
 TOL = {torch.float64: dict(rtol=1e-7, atol=1e-7), torch.float32: dict(rtol=1e-4, atol=1e-3),
-       torch.bfloat16: dict(rtol=3e-2, atol=6e-2)}
+       torch.bfloat16: dict(rtol=3e-2, atol=6e-2), torch.float16: dict(rtol=2e-3, atol=2e-3)}
 CONV_OPS = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias"]
 POOL_OPS = ["max_pool2d", "max_pool2d_values", "max_pool2d_backward"]
 

@@ -3,9 +3,9 @@
 // micro-kernel, Winograd's transforms, the depthwise and max_pool2d kernels and the registry's
 // ISA check all read it. The library is compiled for baseline x86-64 (it must import anywhere);
 // AVX2 / AVX-512 kernels are files compiled under the ISA's `#pragma GCC target`, one per kernel
-// family and ISA (gemm/avx2.cpp, winograd/avx512.cpp, depthwise/avx512.cpp, ...: simd/<isa>.h's
+// family and ISA (gemm/avx2.cpp, winograd/avx512.cpp, depthwise/avx512.cpp, pool/avx2.cpp, ...: simd/<isa>.h's
 // vocabulary, namespace <family>::<isa>), each family's dispatcher picking the table of
-// active_isa(); the max_pool2d kernels still use __attribute__((target(...))) functions. Plain C++.
+// active_isa(). Plain C++.
 #pragma once
 
 namespace convpool::cpu {

@@ -1,5 +1,5 @@
 // The CPU algorithms of every op as data: one table per problem kind (conv2d.cpp holds the conv
-// ops' table, max_pool2d.cpp the pool ops'), one entry per algorithm. An entry names the op it
+// ops' table, pool/dispatch.cpp the pool ops'), one entry per algorithm. An entry names the op it
 // computes, the instruction set it needs, when it can run (`applicable`: a hard constraint of
 // the kernel) and when the hand-tuned heuristic wants it (`preferred`, null = always). The
 // heuristic order of the applicable entries is: preferred ones first, then by `priority`; the

@@ -1,6 +1,7 @@
 // The vector vocabulary for AVX2 + FMA (8 float lanes), the same names as simd/avx512.h and
 // simd/generic.h (see there). The file that includes this header sets
 // `#pragma GCC target("avx2,fma")` first.
+// Lane masks (M) are vectors here (all bits of a lane set), bit masks in simd/avx512.h.
 #pragma once
 
 #include <immintrin.h>
@@ -124,5 +125,82 @@ inline void transpose8(V8 r[8]) {
 // ---- added for Winograd's transforms (winograd/kernels_impl.h) ----
 inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+
+
+// ---- lane masks, selects, int32 lanes: max pooling's primitives (pool/kernels_impl.h) -----------
+
+using M = __m256i;  // a lane mask: every bit of a selected lane set
+using I = __m256i;  // kLanes int32 lanes
+inline I iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline I iset1(int32_t v) { return _mm256_set1_epi32(v); }
+inline I iadd(I a, I b) { return _mm256_add_epi32(a, b); }
+inline I imul(I a, I b) { return _mm256_mullo_epi32(a, b); }
+inline I iload(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline void istore(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+// Lanes [begin, end), clipped to [0, kLanes).
+inline M mask_range(int64_t begin, int64_t end) {
+  const int b = static_cast<int>(begin < 0 ? 0 : begin > kLanes ? kLanes : begin);
+  const int e = static_cast<int>(end < 0 ? 0 : end > kLanes ? kLanes : end);
+  return _mm256_and_si256(_mm256_cmpgt_epi32(iota(), _mm256_set1_epi32(b - 1)),
+                          _mm256_cmpgt_epi32(_mm256_set1_epi32(e), iota()));
+}
+inline M mask_none() { return _mm256_setzero_si256(); }
+inline M mask_and(M a, M b) { return _mm256_and_si256(a, b); }
+inline M mask_or(M a, M b) { return _mm256_or_si256(a, b); }
+inline M mask_andnot(M a, M b) { return _mm256_andnot_si256(b, a); }  // a and not b
+inline bool all_of(M m) { return _mm256_movemask_ps(_mm256_castsi256_ps(m)) == 0xFF; }
+inline bool any_of(M m) { return !_mm256_testz_si256(m, m); }
+inline M ieq(I a, I b) { return _mm256_cmpeq_epi32(a, b); }
+// Lanes where v replaces the maximum b: greater, or NaN (PyTorch's rule).
+inline M greater_or_nan(V v, V b) {
+  return _mm256_castps_si256(_mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+inline V select(M m, V if_false, V if_true) { return _mm256_blendv_ps(if_false, if_true, _mm256_castsi256_ps(m)); }
+inline I select(M m, I if_false, I if_true) {
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(if_false), _mm256_castsi256_ps(if_true),
+                                              _mm256_castsi256_ps(m)));
+}
+// a + b in the lanes of m, a + 0 elsewhere (a, unless a is -0; b's other lanes, NaN included,
+// never reach the sum).
+inline V mask_add(V a, M m, V b) { return _mm256_add_ps(a, _mm256_and_ps(b, _mm256_castsi256_ps(m))); }
+// The lanes of m from p (only their memory is read), zero elsewhere.
+inline V load_mask(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+// Lanes 0, 2, 4, ... of the 2 * kLanes floats lo:hi (a stride-2 row in two loads).
+inline V even_lanes(V lo, V hi) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+}
+// base[offsets] in the lanes of m, zero elsewhere.
+inline V gather(const float* base, I offsets, M m) {
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, offsets, _mm256_castsi256_ps(m), 4);
+}
+// The kLanes int32 lanes widened to int64 at p.
+inline void store_int64(int64_t* p, I v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+}
+// n <= kLanes int64 values from p as int32 lanes (lanes from n on: 0); `bad` gains the lanes
+// whose value lies outside [-1, limit), so a value that does not fit in int32 is never used.
+inline I load_index(const int64_t* p, int n, int64_t limit, M& bad) {
+  const __m256i lo_mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  const __m256i hi_mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(4, 5, 6, 7));
+  const __m256i lo = n >= kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                 : _mm256_maskload_epi64(reinterpret_cast<const long long*>(p), lo_mask);
+  const __m256i hi = n >= kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 4))
+                                 : _mm256_maskload_epi64(reinterpret_cast<const long long*>(p + 4), hi_mask);
+  const __m256i minus_one = _mm256_set1_epi64x(-1), lim = _mm256_set1_epi64x(limit);
+  // outside: x < -1 or x >= limit
+  const __m256i out_lo = _mm256_or_si256(_mm256_cmpgt_epi64(minus_one, lo),
+                                         _mm256_andnot_si256(_mm256_cmpgt_epi64(lim, lo), lo_mask));
+  const __m256i out_hi = _mm256_or_si256(_mm256_cmpgt_epi64(minus_one, hi),
+                                         _mm256_andnot_si256(_mm256_cmpgt_epi64(lim, hi), hi_mask));
+  // The low dword of every int64 lane, in order.
+  const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const auto pack = [&](__m256i a, __m256i b) {
+    return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, low_dwords),
+                                     _mm256_permutevar8x32_epi32(b, low_dwords), 0x20);
+  };
+  bad = _mm256_or_si256(bad, pack(out_lo, out_hi));
+  return pack(lo, hi);
+}
 
 }  // namespace convpool::cpu::simd::avx2

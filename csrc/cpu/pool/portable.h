@@ -1,36 +1,47 @@
-// CPU max_pool2d: forward (values + int64 indices, or the values alone) and backward.
+// The portable max_pool2d kernels (any dtype, any strides): the forward over rows or over
+// channels_last pixels, and the backward's scatters. What the vector kernels of kernels_impl.h
+// do not take (other dtypes, views they do not handle, planes of 2^31 elements or more) runs
+// here, and so do the vector backward kernels' reruns when an index is not where they expect it.
+// Included by dispatch.cpp only (torch headers).
 //
 // Rules shared with PyTorch: a window starts from its first in-bounds, dilation-aligned element
 // with value -inf (lowest for integers); an element replaces the maximum if it is greater or NaN.
 // So the first of tied maxima wins, the last NaN wins, padding is never selected, and an all -inf
 // window reports its first valid element. Tensors are read and written through their strides.
-#include <ATen/Dispatch.h>
+#pragma once
+
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/NumericUtils.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <limits>
-#include <sstream>
-#include <string>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 #include <type_traits>
 #include <vector>
 
-#include "../shape.h"
-#include "backends.h"
-#include "isa.h"
-#include "helpers.h"
-#include "max_pool2d_kernels.h"
-#include "memory.h"
-#include "registry.h"
+#include "../../shape.h"
+#include "../helpers.h"
+#include "kernels.h"
 
-namespace convpool::cpu {
-namespace {
+namespace convpool::cpu::pool::portable {
 
-using pool::columns_hitting;
-using pool::forward_operands;
+// What every forward loop reads and writes: strides and data of input, values and (when asked
+// for) indices.
+template <typename scalar_t>
+struct ForwardOperands {
+  Strides4 is, vs, xs;
+  const scalar_t* in;
+  scalar_t* out;
+  int64_t* idx;  // nullptr: values only
+};
+
+template <typename scalar_t>
+ForwardOperands<scalar_t> forward_operands(const at::Tensor& input, at::Tensor& values,
+                                           at::Tensor* indices) {
+  return {strides4(input), strides4(values), indices ? strides4(*indices) : Strides4{},
+          input.const_data_ptr<scalar_t>(), values.mutable_data_ptr<scalar_t>(),
+          indices ? indices->mutable_data_ptr<int64_t>() : nullptr};
+}
 
 template <typename scalar_t>
 scalar_t lowest() {
@@ -69,51 +80,6 @@ struct UpdateMaxGeneric {
   }
 };
 
-#if defined(__x86_64__)
-// The same update for float with 8 lanes of AVX2; indices in int32 lanes (the caller ensures a
-// plane has fewer than 2^31 elements).
-template <bool kIndices>
-struct UpdateMaxFloatAvx2 {
-  __attribute__((target("avx2"))) void operator()(const float* __restrict src, int64_t src_step,
-                                                  int64_t begin, int64_t end, int64_t index_step,
-                                                  int64_t index0, float* __restrict best,
-                                                  int32_t* __restrict best_index) const {
-    int64_t j = begin;
-    const bool contiguous = src_step == 1;
-    const bool gatherable = src_step > 0 && src_step < (int64_t(1) << 27);
-    if (contiguous || gatherable) {
-      const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-      const __m256i lane_index = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(index_step)));
-      const __m256i lane_offset = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(src_step)));
-      for (; j + 8 <= end; j += 8) {
-        __m256 v;
-        if (contiguous) {
-          v = _mm256_loadu_ps(src + j);
-        } else if (src_step == 2 && j + 9 <= end) {
-          // Stride 2 (the common pooling stride): two loads and a deinterleave beat a gather.
-          // j + 9 <= end keeps the second load inside the row.
-          const __m256 lo = _mm256_loadu_ps(src + 2 * j), hi = _mm256_loadu_ps(src + 2 * j + 8);
-          v = _mm256_castpd_ps(_mm256_permute4x64_pd(
-              _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
-        } else {
-          v = _mm256_i32gather_ps(src + j * src_step, lane_offset, 4);
-        }
-        const __m256 b = _mm256_loadu_ps(best + j);
-        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        _mm256_storeu_ps(best + j, _mm256_blendv_ps(b, v, take));
-        if constexpr (kIndices) {
-          const __m256i here = _mm256_add_epi32(
-              _mm256_set1_epi32(static_cast<int32_t>(index0 + j * index_step)), lane_index);
-          const __m256 old_index = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(best_index + j)));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_index + j),
-                              _mm256_castps_si256(_mm256_blendv_ps(old_index, _mm256_castsi256_ps(here), take)));
-        }
-      }
-    }
-    UpdateMaxGeneric<kIndices>{}(src, src_step, j, end, index_step, index0, best, best_index);
-  }
-};
-#endif
 
 // Index of a window's first in-bounds element, or kNoInputIndex.
 inline int64_t first_index(const Pool2dParams& p, int64_t oh, int64_t ow) {
@@ -224,12 +190,9 @@ inline void check_index(const Pool2dParams& p, int64_t index, int64_t n, int64_t
 }
 
 
-// Whether count indices (unit stride) all lie in [-1, plane_size): one vectorized check before a
-// run of the scatter, instead of a compare and branch per element inside it (40% of its time).
+// Whether count indices (unit stride) all lie in [-1, plane_size): one check before a run of the
+// scatter, instead of a compare and branch per element inside it (40% of its time).
 inline bool indices_in_range(const int64_t* index, int64_t count, int64_t plane_size) {
-#if defined(__x86_64__)
-  if (use_avx512()) return pool_avx512::indices_in_range(index, count, plane_size);
-#endif
   bool valid = true;
   for (int64_t j = 0; j < count; ++j)
     valid &= static_cast<uint64_t>(index[j] + 1) <= static_cast<uint64_t>(plane_size);
@@ -288,8 +251,12 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
                             const at::Tensor& indices, at::Tensor& grad_input) {
   using acc = acc_t<scalar_t>;
   // Whole pixels when there are images enough for every thread (each pass over an image's pixels
-  // then handles all its channels); else blocks of 64 channels, so small batches still split.
-  const int64_t kBlock = p.batch >= at::get_num_threads() ? p.channels : 64;
+  // then handles all its channels); else blocks of channels (a multiple of 16, at most 64) giving
+  // every thread two, so small batches still split: ResNet's 64-channel stem at batch 1 was one
+  // task.
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_task = (p.channels * p.batch + 2 * threads - 1) / (2 * threads);
+  const int64_t kBlock = p.batch >= threads ? p.channels : std::clamp<int64_t>((per_task + 15) / 16 * 16, 16, 64);
   const Strides4 gs = strides4(grad_output), xs = strides4(indices), is = strides4(grad_input);
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const int64_t* idx = indices.const_data_ptr<int64_t>();
@@ -332,179 +299,4 @@ void backward_channels_last(const Pool2dParams& p, const at::Tensor& grad_output
   });
 }
 
-// ---- the registry of the pool ops (registry.h) ------------------------------------------------
-
-// One call of a pool op.
-struct PoolProblem {
-  const Pool2dParams* p;
-  const at::Tensor* x;        // forward: input; backward: grad_output
-  at::Tensor* out;            // values or grad_input
-  at::Tensor* indices;        // forward: the indices to write (null for the values alone)
-  const at::Tensor* saved;    // backward: the indices to read
-};
-
-std::string describe(const PoolProblem& q) {
-  const Pool2dParams& p = *q.p;
-  std::ostringstream ss;
-  ss << "(input [" << p.batch << ", " << p.channels << ", " << p.in_height << ", " << p.in_width
-     << "] " << q.x->scalar_type() << (q.x->stride(1) == 1 ? " channels-innermost" : "")
-     << ", kernel_size (" << p.kernel_h << ", " << p.kernel_w << "), stride (" << p.stride_h
-     << ", " << p.stride_w << "), padding (" << p.pad_h << ", " << p.pad_w << "), dilation ("
-     << p.dilation_h << ", " << p.dilation_w << "), ceil_mode " << p.ceil_mode << ")";
-  return ss.str();
-}
-
-// The tuning key: every size and stride of the tensors (so N, the layout and the views), dtype,
-// pool parameters and thread count.
-TuneKey key(Op op, const PoolProblem& q) {
-  const Pool2dParams& p = *q.p;
-  TuneKey k(op, active_isa());
-  k.tag(c10::toString(q.x->scalar_type())).tensor("x", *q.x).tensor("o", *q.out);
-  if (q.indices) k.tag("i").add_all(q.indices->strides());
-  if (q.saved) k.tag("i").add_all(q.saved->strides());
-  k.tag("k").add(p.kernel_h).add(p.kernel_w).tag("s").add(p.stride_h).add(p.stride_w);
-  k.tag("p").add(p.pad_h).add(p.pad_w).tag("d").add(p.dilation_h).add(p.dilation_w);
-  k.tag("c").add(p.ceil_mode).tag("t").add(at::get_num_threads());
-  return k;
-}
-
-using PoolAlgorithm = Algorithm<PoolProblem>;
-
-bool forward_channels_innermost(const PoolProblem& q) {
-  return channels_innermost(*q.p, *q.x, *q.out, q.indices);
-}
-bool any_pool(const PoolProblem&) { return true; }
-// The vector kernels: float32, indices in int32 lanes.
-bool float_int32(const PoolProblem& q) {
-  return q.x->scalar_type() == at::kFloat &&
-         q.p->in_height * q.p->in_width <= std::numeric_limits<int32_t>::max();
-}
-
-// A forward entry's run function for both ops (with and without indices).
-template <template <bool> class Kernel>
-void forward_entry(const PoolProblem& q) {
-  if (q.indices) {
-    Kernel<true>::run(*q.p, *q.x, *q.out, q.indices);
-  } else {
-    Kernel<false>::run(*q.p, *q.x, *q.out, nullptr);
-  }
-}
-
-template <bool kIndices>
-struct PortableRows {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d", [&] {
-      forward_rows<scalar_t, int64_t, kIndices>(p, x, v, i, UpdateMaxGeneric<kIndices>{});
-    });
-  }
-};
-template <bool kIndices>
-struct PortableChannelsLast {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d", [&] {
-      forward_channels_last<scalar_t, int64_t, kIndices>(p, x, v, i, UpdateMaxGeneric<kIndices>{});
-    });
-  }
-};
-#if defined(__x86_64__)
-template <bool kIndices>
-struct Avx2Rows {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    forward_rows<float, int32_t, kIndices>(p, x, v, i, UpdateMaxFloatAvx2<kIndices>{});
-  }
-};
-template <bool kIndices>
-struct Avx2ChannelsLast {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    forward_channels_last<float, int32_t, kIndices>(p, x, v, i, UpdateMaxFloatAvx2<kIndices>{});
-  }
-};
-template <bool kIndices>
-struct Avx512Rows {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    pool_avx512::forward_rows(p, x, v, i);
-  }
-};
-template <bool kIndices>
-struct Avx512ChannelsLast {
-  static void run(const Pool2dParams& p, const at::Tensor& x, at::Tensor& v, at::Tensor* i) {
-    pool_avx512::forward_channels_last(p, x, v, i);
-  }
-};
-
-bool avx512_rows_fit(const PoolProblem& q) {
-  const Strides4 xs = q.indices ? strides4(*q.indices) : Strides4{};
-  return float_int32(q) && !forward_channels_innermost(q) &&
-         pool_avx512::rows_supported(*q.p, strides4(*q.x), strides4(*q.out), q.indices ? &xs : nullptr);
-}
-// Except with indices over more than 128 channels, where the AVX2 kernel measured faster (8x192
-// and 8x256 channels at 56x56: R 0.93 / 0.88 against 0.72 / 0.71).
-bool avx512_channels_last_preferred(const PoolProblem& q) {
-  return !q.indices || q.p->channels <= pool_avx512::kLanes * pool_avx512::kMaxPixelBlocks;
-}
-#endif
-#define CONVPOOL_POOL_FORWARD(NAME, ISA, PRIORITY, APPLICABLE, PREFERRED, KERNEL)         \
-  {NAME, Op::pool_forward, ISA, PRIORITY, APPLICABLE, PREFERRED, forward_entry<KERNEL>}, \
-  {NAME, Op::pool_values, ISA, PRIORITY, APPLICABLE, PREFERRED, forward_entry<KERNEL>}
-
-// Heuristic order: the widest vectors the CPU has, along channels where they are innermost.
-const PoolAlgorithm kPoolAlgorithms[] = {
-#if defined(__x86_64__)
-    CONVPOOL_POOL_FORWARD("pool_avx512_channels_last", Isa::avx512, 0,
-                          [](const PoolProblem& q) { return float_int32(q) && forward_channels_innermost(q); },
-                          avx512_channels_last_preferred, Avx512ChannelsLast),
-    CONVPOOL_POOL_FORWARD("pool_avx512_rows", Isa::avx512, 1, avx512_rows_fit, nullptr, Avx512Rows),
-    CONVPOOL_POOL_FORWARD("pool_avx2_channels_last", Isa::avx2, 2,
-                          [](const PoolProblem& q) { return float_int32(q) && forward_channels_innermost(q); },
-                          nullptr, Avx2ChannelsLast),
-    CONVPOOL_POOL_FORWARD("pool_avx2_rows", Isa::avx2, 3, float_int32, nullptr, Avx2Rows),
-#endif
-    CONVPOOL_POOL_FORWARD("pool_channels_last", Isa::generic, 4, forward_channels_innermost, nullptr,
-                          PortableChannelsLast),
-    CONVPOOL_POOL_FORWARD("pool_rows", Isa::generic, 5, any_pool, nullptr, PortableRows),
-    {"pool_backward_channels_last", Op::pool_backward, Isa::generic, 0,
-     [](const PoolProblem& q) { return q.p->channels > 1 && q.out->stride(1) == 1; }, nullptr,
-     [](const PoolProblem& q) {
-       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.x->scalar_type(),
-                                       "max_pool2d_backward", [&] {
-         backward_channels_last<scalar_t>(*q.p, *q.x, *q.saved, *q.out);
-       });
-     }},
-    {"pool_backward_planes", Op::pool_backward, Isa::generic, 1, any_pool, nullptr,
-     [](const PoolProblem& q) {
-       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.x->scalar_type(),
-                                       "max_pool2d_backward", [&] {
-         backward_planes<scalar_t>(*q.p, *q.x, *q.saved, *q.out);
-       });
-     }},
-};
-#undef CONVPOOL_POOL_FORWARD
-
-const bool kPoolNamesRegistered = register_table(kPoolAlgorithms);
-
-}  // namespace
-
-// Elements a forward visits (outputs times window), saturating: registry.h's kSerialWork.
-int64_t window_visits(int64_t outputs, const Pool2dParams& p) {
-  const double visits = static_cast<double>(outputs) * p.kernel_h * p.kernel_w;
-  return visits >= 9e18 ? INT64_MAX : static_cast<int64_t>(visits);
-}
-
-void MaxPool2dBackend::forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& values,
-                               at::Tensor* indices) {
-  advise_huge_pages(values);
-  if (indices) advise_huge_pages(*indices);
-  dispatch(kPoolAlgorithms, indices ? Op::pool_forward : Op::pool_values,
-           PoolProblem{&p, &input, &values, indices, nullptr}, describe, key,
-           window_visits(values.numel(), p));
-}
-
-void MaxPool2dBackend::backward(const Pool2dParams& p, const at::Tensor& grad_output,
-                                const at::Tensor& indices, at::Tensor& grad_input) {
-  advise_huge_pages(grad_input);
-  dispatch(kPoolAlgorithms, Op::pool_backward,
-           PoolProblem{&p, &grad_output, &grad_input, nullptr, &indices}, describe, key,
-           grad_input.numel() + grad_output.numel());
-}
-
-}  // namespace convpool::cpu
+}  // namespace convpool::cpu::pool::portable
