@@ -155,13 +155,6 @@ bool rows_fit(const PoolProblem& q) {
          pool::rows_supported(*q.p, strides4(*q.x), strides4(*q.out), q.indices ? &xs : nullptr);
 }
 bool channels_last_fit(const PoolProblem& q) { return float_int32(q) && forward_channels_innermost(q); }
-// Except with indices over more than 128 channels, where the AVX2 kernel (the maxima in L1
-// buffers, tap by tap) measured faster than AVX-512's (8x192 and 8x256 channels at 56x56: R 0.93
-// / 0.88 against 0.72 / 0.71, Zen 5).
-bool avx512_channels_last_preferred(const PoolProblem& q) {
-  return !q.indices || q.p->channels <= pool::avx512::kKernels.register_channels;
-}
-
 pool::Backward backward_args(const PoolProblem& q) {
   return {*q.p, q.x->const_data_ptr<float>(), strides4(*q.x), q.saved->const_data_ptr<int64_t>(),
           strides4(*q.saved), q.out->mutable_data_ptr<float>(), strides4(*q.out), 0};
@@ -182,10 +175,16 @@ bool backward_channels_last_fit(const PoolProblem& q) {
 }
 
 // The tap-masked channels_last backward does kernel_h * kernel_w vector read-modify-writes per
-// channel vector of an output: measured faster than the portable scatter on 2x2 windows (VGG-16
-// pool3 256ch @56, batch 1, 1 thread, Zen 4: 0.29 ms against 0.50, torch 0.41), not on 3x3 (ResNet
-// stem 64ch @112: 0.59 against 0.59, torch 0.32; SqueezeNet pool1: 0.84 against 0.80).
-bool small_windows(const PoolProblem& q) { return q.p->kernel_h * q.p->kernel_w <= 4; }
+// channel vector of an output; the portable scatter one scalar add per output, and it splits a
+// batch smaller than the thread count into channel blocks that each pass over every output.
+// Measured (Zen 4, run.py --quick --suite pool --algorithms, 2 threads): the vector kernel wins
+// on 2x2 windows (VGG-16 pool3 256ch @56: 0.20 ms against 1.18 at batch 1, 0.41 against 0.43 at
+// batch 2) and on any window at batch 1 (ResNet stem 64ch @112, 3x3: 0.26 against 0.51;
+// SqueezeNet pool1 3x3: 0.46 against 0.71), not on 3x3 windows once every thread has an image
+// (batch 2: 0.52 against 0.42, 0.68 against 0.58).
+bool vector_backward_channels_last_preferred(const PoolProblem& q) {
+  return q.p->kernel_h * q.p->kernel_w <= 4 || q.p->batch < at::get_num_threads();
+}
 
 template <Isa kIsa>
 void vector_backward_planes(const PoolProblem& q) {
@@ -228,8 +227,8 @@ void vector_backward_channels_last(const PoolProblem& q) {
 // Heuristic order: the widest vectors the CPU has, along channels where they are innermost.
 const PoolAlgorithm kPoolAlgorithms[] = {
 #if defined(__x86_64__) && defined(__GNUC__)
-    CONVPOOL_POOL_FORWARD("pool_avx512_channels_last", Isa::avx512, 0, channels_last_fit,
-                          avx512_channels_last_preferred, vector_channels_last<Isa::avx512>),
+    CONVPOOL_POOL_FORWARD("pool_avx512_channels_last", Isa::avx512, 0, channels_last_fit, nullptr,
+                          vector_channels_last<Isa::avx512>),
     CONVPOOL_POOL_FORWARD("pool_avx512_rows", Isa::avx512, 1, rows_fit, nullptr, vector_rows<Isa::avx512>),
     CONVPOOL_POOL_FORWARD("pool_avx2_channels_last", Isa::avx2, 2, channels_last_fit, nullptr,
                           vector_channels_last<Isa::avx2>),
@@ -240,9 +239,11 @@ const PoolAlgorithm kPoolAlgorithms[] = {
     CONVPOOL_POOL_FORWARD("pool_rows", Isa::generic, 5, any_pool, nullptr, forward_entry<PortableRows>),
 #if defined(__x86_64__) && defined(__GNUC__)
     {"pool_backward_avx512_channels_last", Op::pool_backward, Isa::avx512, 0,
-     backward_channels_last_fit, small_windows, vector_backward_channels_last<Isa::avx512>},
+     backward_channels_last_fit, vector_backward_channels_last_preferred,
+     vector_backward_channels_last<Isa::avx512>},
     {"pool_backward_avx2_channels_last", Op::pool_backward, Isa::avx2, 1,
-     backward_channels_last_fit, small_windows, vector_backward_channels_last<Isa::avx2>},
+     backward_channels_last_fit, vector_backward_channels_last_preferred,
+     vector_backward_channels_last<Isa::avx2>},
 #endif
     {"pool_backward_channels_last", Op::pool_backward, Isa::generic, 2,
      [](const PoolProblem& q) { return q.p->channels > 1 && q.out->stride(1) == 1; }, nullptr,
