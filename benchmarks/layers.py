@@ -200,17 +200,32 @@ def transpose_ops(case: TransposeCase, batch: int, channels_last: bool, precisio
     reduce_wgrad = batch * case.height * case.width
     fwd_bwd_reductions = [reduce_forward, reduce_dgrad, reduce_wgrad] + (
         [batch * out_h * out_w] if case.bias else [])
+    # The forward is conv2d_grad_input with the input as grad_output (functional.conv_transpose2d;
+    # a case has dilation 1, so output_padding < stride and the input is never padded first);
+    # its backward is conv2d of grad_output (the input's gradient) and conv2d_grad_weight with the
+    # input as grad_output (the weight's).
+    conv_args = (list(case.stride), list(case.padding), [1, 1], 1)
+    registry_call = ("conv2d_grad_input",
+                     (x, w, [batch, case.out_channels, out_h, out_w], *conv_args))
+    selected_calls = {"conv2d_grad_input": registry_call[1],
+                      "conv2d": (grad_out, w, None, *conv_args),
+                      "conv2d_grad_weight": (x, grad_out, list(w.shape), *conv_args)}
+
+    def fwd_bwd_algorithm():
+        return "+".join(cpu_backend.selected(name, *call) or "-"
+                        for name, call in selected_calls.items())
+
     return [
         Op("forward",
            lambda: (F.conv_transpose2d(x, w, b, *args),),
            lambda: (convpool.conv_transpose2d(x, w, b, *args),),
            lambda: (F.conv_transpose2d(x64, w64, b64, *args),),
-           [reduce_forward], flops=2 * macs),
+           [reduce_forward], flops=2 * macs, registry_call=registry_call),
         Op("fwd+bwd",
            lambda: fwd_bwd(F.conv_transpose2d, x, w, b, grad_out),
            lambda: fwd_bwd(convpool.conv_transpose2d, x, w, b, grad_out),
            lambda: fwd_bwd(F.conv_transpose2d, x64, w64, b64, go64),
-           fwd_bwd_reductions, flops=6 * macs),
+           fwd_bwd_reductions, flops=6 * macs, algorithm=fwd_bwd_algorithm),
     ]
 
 

@@ -206,3 +206,25 @@ def test_fma_peak_checks_its_arguments():
         _C._cpu_fma_peak(0, 0.01)
     with pytest.raises(ValueError, match=r"seconds in \(0, 60\], got 1 and -1"):
         _C._cpu_fma_peak(1, -1.0)
+
+
+def test_decoder_rows_name_the_algorithms_convpool_runs():
+    # A transposed-conv forward is conv2d_grad_input: its row's registry call is the problem
+    # convpool.conv_transpose2d hands the registry, so every algorithm listed for it can be
+    # forced on the real call and matches torch; the fwd+bwd row names dgrad+fprop+wgrad.
+    from convpool.backends import cpu as cpu_backend
+    case = suites.TransposeCase("t", "t", 6, 4, 5, 7, (4, 4), (2, 2), (1, 1), bias=True)
+    for channels_last in (False, True):
+        forward, fwd_bwd = layers.transpose_ops(case, 2, channels_last, Precision(torch.float32),
+                                                torch.device("cpu"),
+                                                torch.Generator().manual_seed(0))
+        name, args = forward.registry_call
+        assert name == "conv2d_grad_input"
+        names = cpu_backend.algorithms(name, *args)
+        assert names and forward.algorithm() == cpu_backend.selected(name, *args) == names[0]
+        expected = forward.torch_fn()[0]
+        for algorithm in names:
+            with cpu_backend.force(algorithm):
+                torch.testing.assert_close(forward.convpool_fn()[0], expected)
+        parts = fwd_bwd.algorithm().split("+")
+        assert len(parts) == 3 and parts[0] == names[0] and "-" not in parts
