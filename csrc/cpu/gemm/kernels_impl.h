@@ -62,6 +62,13 @@ void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t rs_c, int m,
 #define CONVPOOL_STORE(i) \
   if constexpr (i < MR) store_row<T>(dst + i * rs, c##i##_0, c##i##_1, acc);
   CONVPOOL_ROWS12(CONVPOOL_DECL)
+  // C's rows are a large stride apart (a conv's output) and were last touched a whole K block
+  // ago, so they miss every cache and no hardware prefetcher predicts them: ask for them now,
+  // while the k loop runs.
+  for (int i = 0; i < m; ++i) {
+    __builtin_prefetch(c + i * rs_c, 1);
+    __builtin_prefetch(c + i * rs_c + NR - 1, 1);
+  }
   for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
     const Vt b0 = O::load(b), b1 = O::load(b + W);
     CONVPOOL_ROWS12(CONVPOOL_FMA)
