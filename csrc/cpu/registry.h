@@ -220,14 +220,17 @@ const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, co
   return *first;
 }
 
-// Times `found` on `q` (each run overwrites the same output): one warm-up run each, candidates
-// more than twice as slow as the fastest warm-up dropped, then interleaved rounds; the fastest
-// median wins. Short kernels get more rounds (enough for ~2 ms per candidate, 3 to 15): a run of
+// Times `found` on `q` (each run overwrites the same output): one untimed run first (the output
+// was just allocated: its first writer pays the page faults, which made the first candidate look
+// 2-5x slower and dropped it, e.g. AVX-512 pool kernels with indices on Zen 4), then one warm-up
+// run each, candidates more than twice as slow as the fastest warm-up dropped, then interleaved
+// rounds; the fastest median wins. Short kernels get more rounds (enough for ~2 ms per candidate, 3 to 15): a run of
 // a few microseconds varies by tens of percent on a shared machine, and 15 of them still cost
 // less than one run of a large conv.
 template <class Problem>
 const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& found,
                                   const Problem& q) {
+  found.front()->run(q);
   std::vector<double> warm(found.size());
   for (size_t i = 0; i < found.size(); ++i) {
     const double t0 = now_seconds();
