@@ -361,13 +361,16 @@ def run_op(op: Op, precision: Precision, device: torch.device, threads: int, rou
     return row
 
 
-def time_algorithms(op: Op, threads: int, rounds: int, min_run_time: float) -> Dict:
+def time_algorithms(op: Op, threads: int, rounds: int, min_run_time: float,
+                    tuned: Optional[str] = None) -> Dict:
     """Every CPU algorithm applicable to `op` (a single op: op.registry_call), forced one by one
     (convpool.backends.cpu.force) and timed in turn as time_interleaved does.
 
     Returns {"algorithm_ms": {name: ms}, "heuristic": the heuristic's first,
     "fastest": name, "heuristic_over_fastest": heuristic time / fastest time (1.0: the
-    heuristic picks the fastest)}, or {} where fewer than two algorithms apply."""
+    heuristic picks the fastest)}, or {} where fewer than two algorithms apply. With `tuned`
+    (the autotuner's choice, run.py --autotune) also "tuned", "tuned_over_fastest" and
+    "tuned_over_heuristic" (< 1: tuning beat the heuristic), from the same timings."""
     name, args = op.registry_call
     names = cpu_backend.algorithms(name, *args)
     if len(names) < 2:
@@ -382,8 +385,12 @@ def time_algorithms(op: Op, threads: int, rounds: int, min_run_time: float) -> D
     wall, _ = time_interleaved([forced(n) for n in names], threads, rounds, min_run_time)
     times = dict(zip(names, wall))
     fastest = min(times, key=times.get)
-    return {"algorithm_ms": {n: t * 1e3 for n, t in times.items()}, "heuristic": names[0],
-            "fastest": fastest, "heuristic_over_fastest": times[names[0]] / times[fastest]}
+    out = {"algorithm_ms": {n: t * 1e3 for n, t in times.items()}, "heuristic": names[0],
+           "fastest": fastest, "heuristic_over_fastest": times[names[0]] / times[fastest]}
+    if tuned in times:
+        out.update({"tuned": tuned, "tuned_over_fastest": times[tuned] / times[fastest],
+                    "tuned_over_heuristic": times[tuned] / times[names[0]]})
+    return out
 
 
 # ---- per-call overhead: problems so small that the time is the call, not the arithmetic ------

@@ -107,7 +107,9 @@ def summary_lines(summary: List[Dict]) -> List[str]:
 def algorithm_summary(rows: List[Dict]) -> List[Dict]:
     """Per (device, precision, kind op) over the rows that timed every algorithm (run.py
     --algorithms): rows, rows where the heuristic picked the fastest, the geometric mean and the
-    worst of heuristic time / fastest time, and the rows (suite case layout N) of the worst."""
+    worst of heuristic time / fastest time, and the rows (suite case layout N) of the worst; with
+    --autotune also the tuned choice's: rows where it is the fastest, geomean tuned / fastest,
+    geomean and worst (largest) tuned / heuristic."""
     groups: "OrderedDict[tuple, List[Dict]]" = OrderedDict()
     for row in rows:
         if row.get("heuristic_over_fastest"):
@@ -124,6 +126,19 @@ def algorithm_summary(rows: List[Dict]) -> List[Dict]:
             "worst_row": (f"{worst['suite']} {worst['case']} {worst['layout']} N={worst['batch']}: "
                           f"{worst['heuristic']} vs {worst['fastest']}"),
         })
+        tuned = [m for m in members if "tuned_over_heuristic" in m]
+        if tuned:
+            worst = max(tuned, key=lambda r: r["tuned_over_heuristic"])
+            out[-1].update({
+                "tuned_rows": len(tuned),
+                "tuned_fastest": sum(1 for m in tuned if m["tuned"] == m["fastest"]),
+                "tuned_geomean": geomean([m["tuned_over_fastest"] for m in tuned]),
+                "tuned_over_heuristic": geomean([m["tuned_over_heuristic"] for m in tuned]),
+                "tuned_worst_over_heuristic": worst["tuned_over_heuristic"],
+                "tuned_worst_row": (f"{worst['suite']} {worst['case']} {worst['layout']} "
+                                    f"N={worst['batch']}: {worst['tuned']} vs "
+                                    f"{worst['heuristic']}"),
+            })
     return out
 
 
@@ -133,6 +148,11 @@ def algorithm_summary_lines(summary: List[Dict]) -> List[str]:
         lines.append(f"{s['device']:<5} {s['precision']:<13} {s['op']:<22} "
                      f"{s['heuristic_fastest']}/{s['rows']} rows fastest, geomean "
                      f"{s['geomean']:.2f}, worst {s['worst']:.2f} ({s['worst_row']})")
+        if "tuned_rows" in s:
+            lines.append(f"{'':<5} {'':<13} {'  tuned':<22} {s['tuned_fastest']}/"
+                         f"{s['tuned_rows']} rows fastest, geomean {s['tuned_geomean']:.2f}; "
+                         f"tuned / heuristic geomean {s['tuned_over_heuristic']:.2f}, worst "
+                         f"{s['tuned_worst_over_heuristic']:.2f} ({s['tuned_worst_row']})")
     return lines
 
 
@@ -277,6 +297,19 @@ def write_markdown(path: str, meta: Dict, rows: List[Dict], summary: List[Dict],
             lines.append(f"| {s['device']} | {s['precision']} | {s['op']} | {s['rows']} | "
                          f"{s['heuristic_fastest']} | {s['geomean']:.2f} | {s['worst']:.2f} | "
                          f"{s['worst_row']} |")
+        tuned = [s for s in meta["heuristic_vs_fastest"] if "tuned_rows" in s]
+        if tuned:
+            lines += ["", "With --autotune, the tuned choice from the same timings (tuned / "
+                      "heuristic < 1: tuning beat the heuristic; the heuristic within 10% of "
+                      "tuning: geomean >= 0.91).", "",
+                      "| device | precision | op | rows | tuned fastest | tuned / fastest | "
+                      "tuned / heuristic | worst | worst row |",
+                      "|---|---|---|---:|---:|---:|---:|---:|---|"]
+            for s in tuned:
+                lines.append(f"| {s['device']} | {s['precision']} | {s['op']} | "
+                             f"{s['tuned_rows']} | {s['tuned_fastest']} | "
+                             f"{s['tuned_geomean']:.2f} | {s['tuned_over_heuristic']:.2f} | "
+                             f"{s['tuned_worst_over_heuristic']:.2f} | {s['tuned_worst_row']} |")
     lines += ["", f"**{len(flagged)} of {len(rows)} rows flagged** (error above tolerance, "
               "wrong indices or layout, or a crash).", ""]
     if "R_summary.png" in plots:

@@ -269,8 +269,9 @@ def main(argv=None) -> int:
                 row = {**identity, **layers.run_op(op, precision, device, args.threads,
                                                    args.reps, args.min_time)}
                 if args.algorithms and device.type == "cpu" and op.registry_call is not None:
-                    row.update(layers.time_algorithms(op, args.threads, args.reps,
-                                                      args.min_time))
+                    row.update(layers.time_algorithms(
+                        op, args.threads, args.reps, args.min_time,
+                        tuned=row.get("algorithm") if args.autotune else None))
                 rows.append(row)
                 progress.write(report.console_line(row))
                 progress.update(1)

@@ -171,15 +171,21 @@ def test_overhead_suite_is_in_the_quick_report_and_correct(tmp_path):
     assert report._ms(0.01084) == "0.0108" and report._ms(12.3456) == "12.346"
 
 
-def test_algorithms_mode_times_every_applicable_algorithm(tmp_path):
+@pytest.mark.parametrize("autotune", [False, True])
+def test_algorithms_mode_times_every_applicable_algorithm(tmp_path, autotune):
     # run.py --algorithms: each single-op row with several applicable CPU algorithms times each
-    # one forced, names the fastest, and the report compares the heuristic's choice with it.
-    threads = torch.get_num_threads()
+    # one forced, names the fastest, and the report compares the heuristic's choice with it
+    # (with --autotune, the tuned choice too, from the same timings).
+    from convpool.backends import cpu as cpu_backend
+    threads, benchmark = torch.get_num_threads(), cpu_backend.benchmark
     try:
         assert run.main(["--suite", "tiny", "--reps", "1", "--min-time", "0", "--threads", "1",
-                         "--algorithms", "--no-plots", "--out", str(tmp_path)]) == 0
+                         "--algorithms", "--no-plots", "--out", str(tmp_path)]
+                        + (["--autotune"] if autotune else [])) == 0
     finally:
         torch.set_num_threads(threads)
+        cpu_backend.benchmark = benchmark
+        cpu_backend.clear_tuning()
     results = json.loads((tmp_path / "results.json").read_text())
     timed = [r for r in results["rows"] if "algorithm_ms" in r]
     assert timed, "no row timed its algorithms"
@@ -196,7 +202,16 @@ def test_algorithms_mode_times_every_applicable_algorithm(tmp_path):
     summary = results["meta"]["heuristic_vs_fastest"]
     assert {s["op"] for s in summary} == {f"{r['kind']} {r['op']}" for r in timed}
     assert sum(s["rows"] for s in summary) == len(timed)
-    assert "## The heuristic against the fastest algorithm" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## The heuristic against the fastest algorithm" in markdown
+    for row in timed:
+        assert ("tuned" in row) == autotune
+        if autotune:
+            assert row["tuned"] == row["algorithm"] and row["tuned"] in row["algorithm_ms"]
+            assert row["tuned_over_heuristic"] == pytest.approx(
+                row["algorithm_ms"][row["tuned"]] / row["algorithm_ms"][row["heuristic"]])
+    assert all(("tuned_rows" in s) == autotune for s in summary)
+    assert ("tuned / heuristic" in markdown) == autotune
 
 
 def test_fma_peak_checks_its_arguments():
