@@ -51,15 +51,19 @@ Conv2dParams dgrad_as_fprop_params(const Conv2dParams& p) {
 // Measured on AMD EPYC Zen 4 (family 25 model 17), 2 threads, 2026-12-02 (benchmarks/results/
 // cpu-dgrad-zen4-2026-12-02.txt): at N * H_out * W_out = 49 and 98, gemm_col2im ran 1.6-3.9x
 // faster than dgrad_by_fprop (ResNet-50 layer4 3x3 and 1x1, VGG-16 conv5 at 7x7) in both layouts;
-// at 196-392 still 1.16-1.5x in NCHW but mixed in channels_last; at 1568 and beyond
-// dgrad_by_fprop (or Winograd, preferred before both) won.
-constexpr int64_t kCol2imPixels = 128;       // any layout
-constexpr int64_t kCol2imPixelsNchw = 512;   // NCHW grad_input
+// at 196-392 still 1.16-1.5x in NCHW, and in channels_last for a 3x3 kernel (VGG-16 conv5_2 at
+// 14x14, batch 1: 9.3 ms against 11.9; 1.78x in the quick report of the same day) but not for
+// 1x1 (ResNet-50 256->1024 @14: 6.1 ms against 2.9); at 1568 and beyond dgrad_by_fprop (or
+// Winograd, preferred before both) won.
+constexpr int64_t kCol2imPixels = 128;   // any layout and kernel
+constexpr int64_t kCol2imPixelsMore = 512;  // NCHW grad_input, or a kernel larger than 1x1
 
 bool dgrad_col2im_preferred(const Conv2dParams& p, const at::Tensor& grad_input) {
   if (!dgrad_as_fprop(p)) return true;
   const int64_t pixels = p.batch * p.out_height * p.out_width;
-  return pixels <= kCol2imPixels || (!is_channels_last(grad_input) && pixels <= kCol2imPixelsNchw);
+  if (pixels <= kCol2imPixels) return true;
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1;
+  return pixels <= kCol2imPixelsMore && (!pointwise || !is_channels_last(grad_input));
 }
 
 namespace {
