@@ -228,9 +228,12 @@ const Algorithm<Problem>& select(const Algorithm<Problem> (&table)[N], Op op, co
 // ran 1.0-1.2 ms, then 0.34 ms, on fcn8s upscore_pool4, and one warm-up with a 2x cut dropped it
 // for a 0.5 ms dgrad_phases. Short kernels get more rounds (enough for ~2 ms per candidate, 3 to
 // 15): a run of a few microseconds varies by tens of percent on a shared machine, and 15 of them
-// still cost less than one run of a large conv. The fastest median wins, except that the
-// heuristic's choice (found[0]) stays unless another is more than 5% faster: on a 2-core VM
-// medians of ~2 ms of runs differ by that much between equal kernels.
+// still cost less than one run of a large conv. Each candidate's time is its lower quartile
+// (with 3 rounds, the fastest): what slows a run here (page faults, a workspace growing over the
+// first calls, another process) only ever adds time, and a median of 3 kept two such runs
+// (fcn8s upscore_pool4 on Zen 4: gemm_col2im lost at 0.55 ms to a 0.76 ms dgrad_phases). The
+// fastest wins, except that the heuristic's choice (found[0]) stays unless another is more than
+// 5% faster: on a 2-core VM the times of equal kernels differ by that much.
 template <class Problem>
 const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& found,
                                   const Problem& q) {
@@ -257,15 +260,15 @@ const Algorithm<Problem>* fastest(const std::vector<const Algorithm<Problem>*>& 
     }
   constexpr double kMargin = 0.95;
   size_t best = alive.front();
-  double best_median = 0;
+  double best_time = 0;
   for (size_t i : alive) {
     std::sort(times[i].begin(), times[i].end());
-    const double median = times[i][rounds / 2];
+    const double quartile = times[i][rounds / 4];
     if (i == alive.front()) {
-      best_median = median;
-      if (i == 0) best_median *= kMargin;  // the heuristic's choice: the others must beat it
-    } else if (median < best_median) {
-      best = i, best_median = median;
+      best_time = quartile;
+      if (i == 0) best_time *= kMargin;  // the heuristic's choice: the others must beat it
+    } else if (quartile < best_time) {
+      best = i, best_time = quartile;
     }
   }
   return found[best];

@@ -20,8 +20,8 @@ Autotuning, like ``torch.backends.cudnn.benchmark``:
 - ``benchmark`` (bool, default False; ``CONVPOOL_CPU_BENCHMARK=1`` turns it on from the start):
   the first call of a new problem times every applicable algorithm on that call's own tensors (two
   warm-up runs each, algorithms over 3x the fastest warm-up dropped, then 3 to 15 interleaved
-  runs, about 2 ms each, median; the heuristic's choice stays unless another is more than 5%
-  faster) and remembers the fastest; later calls of the same problem run it
+  runs, about 2 ms each, lower quartile; the heuristic's choice stays unless another is more
+  than 5% faster) and remembers the fastest; later calls of the same problem run it
   after one hash lookup. A problem is every size and stride of the tensors (so the batch, the
   layout and views), the dtype, the op's parameters, the thread count and the instruction set.
   A forced algorithm wins over tuning. Every algorithm's workspace is bounded by design (tiles,
