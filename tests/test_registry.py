@@ -174,6 +174,19 @@ def test_force_nests_and_restores():
     assert cpu._C._cpu_force() is None
 
 
+def test_algorithms_lists_the_same_under_a_forced_algorithm_that_cannot_run():
+    # winograd_f4x4 needs stride 1: forced, the call and selected() raise, algorithms() lists.
+    x, w = torch.randn(2, 8, 13, 11), torch.randn(16, 8, 3, 3)
+    args = [x, w, None, [2, 2], [1, 1], [1, 1], 1]
+    names = cpu.algorithms("conv2d", *args)
+    assert names and "winograd_f4x4" not in names
+    with cpu.force("winograd_f4x4"):
+        assert cpu.algorithms("conv2d", *args) == names
+        with pytest.raises(ValueError, match="'winograd_f4x4' does not apply"):
+            cpu.selected("conv2d", *args)
+        assert cpu._C._cpu_force() == "winograd_f4x4"
+
+
 def test_algorithms_accepts_the_op_itself_and_checks_arguments():
     x, w = torch.randn(2, 4, 6, 6), torch.randn(6, 4, 3, 3)
     args = [x, w, None, [1, 1], [1, 1], [1, 1], 1]

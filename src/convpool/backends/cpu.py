@@ -82,15 +82,25 @@ def algorithms(op, *args, **kwargs):
     ``"conv2d_grad_bias"``, ``"max_pool2d"``, ``"max_pool2d_values"``,
     ``"max_pool2d_backward"``) or the op itself; the arguments are the op's own. The op's checks
     run (bad arguments raise as the op does) but nothing is computed. Returns a list of names;
-    empty where no CPU kernel runs (an empty output, tensors not on the CPU).
+    empty where no CPU kernel runs (an empty output, tensors not on the CPU). A forced algorithm
+    (``force``, ``CONVPOOL_CPU_ALGO``) does not change the list, applicable or not.
     """
-    record = _query(op, args, kwargs)
+    forced = _C._cpu_force()
+    _C._cpu_force(None)  # else a forced name that cannot run this call raises in the query
+    try:
+        record = _query(op, args, kwargs)
+    finally:
+        _C._cpu_force(forced)
     return [] if record is None else list(record[0])
 
 
 def selected(op, *args, **kwargs):
     """The CPU algorithm ``torch.ops.convpool.<op>(*args)`` runs now (the forced one where
-    forced), or None where no CPU kernel runs. Raises ValueError where the forced one cannot."""
+    forced), or None where no CPU kernel runs. Raises ValueError where the forced one cannot.
+
+    With ``benchmark`` on it names the tuned choice once the problem has been tuned; before its
+    first call (the query itself times nothing) it names the heuristic's, which that first call
+    may replace."""
     record = _query(op, args, kwargs)
     return None if record is None else record[1]
 
