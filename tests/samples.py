@@ -71,6 +71,14 @@ CONV = [
     ConvSample(2, 6, 7, 7, 5, (1, 2), stride=(2, 3), why="dgrad_phases: kernel < stride"),
     ConvSample(1, 8, 10, 9, 12, (3, 2), stride=(3, 2), padding=(2, 1), groups=4,
                why="dgrad_phases: grouped, padded"),
+    ConvSample(2, 6, 9, 29, 66, (3, 3), padding=(1, 1), groups=2,
+               why="direct_hwc: 33 channels per group (a partial channel block), rows of 29"),
+    ConvSample(1, 3, 20, 23, 40, (5, 5), stride=(2, 2), padding=(2, 2),
+               why="direct_hwc: first layer (3 input channels), two channel blocks"),
+    ConvSample(2, 4, 11, 13, 20, (3, 3), stride=(2, 1), padding=(2, 1), dilation=(2, 2),
+               why="direct_hwc fprop: dilated, stride-2 rows"),
+    ConvSample(3, 3, 500, 500, 16, (4, 4), stride=(4, 4), bias=False,
+               why="direct_hwc: the padded copy in two chunks of images (a patchify stem)"),
 ]
 
 CONV_LAYOUTS = ["contiguous", "channels_last", "strided_view"]

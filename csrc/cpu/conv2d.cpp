@@ -2,6 +2,8 @@
 // (registry.h) and the Conv2dBackend members, which select in it and run the entry. The kernels
 // live in files of their own, one per job:
 //   conv_gemm.cpp   gemm_im2col, gemm_col2im and winograd_f4x4's GEMM fallback (im2col.h packers)
+//   direct/         direct_hwc (fprop, and dgrad by stride phase; tiles per ISA)
+//   dgrad_phases.cpp dgrad_phases
 //   winograd/       Winograd F(4x4, 3x3) (dispatch.cpp: blocks and products; transforms per ISA)
 //   grad_bias.cpp   bias_channels_last, bias_planes
 //   depthwise/      the depthwise kernels (dispatch.cpp: vector walks and portable templates)
@@ -18,6 +20,7 @@
 #include "backends.h"
 #include "conv_gemm.h"
 #include "dgrad_phases.h"
+#include "direct/direct.h"
 #include "depthwise/depthwise.h"
 #include "grad_bias.h"
 #include "memory.h"
@@ -124,11 +127,13 @@ bool dgrad_as_winograd(const ConvProblem& q) {
          winograd::applies(conv_gemm::dgrad_as_fprop_params(*q.p), q.x->scalar_type());
 }
 
-// The heuristic order is `preferred` first, then `priority`: for a depthwise conv the depthwise
-// walks (vector ones first), for any other the Winograd thresholds, then the implicit GEMM, then
-// (dgrad only) the GEMM per output phase where preferred (dgrad_phases.cpp) and the explicit
-// col2im GEMM; for a stride-1 dgrad of few output pixels the col2im GEMM before the implicit one
-// (conv_gemm::dgrad_col2im_preferred). Every entry is tested on its own (tests/test_registry.py).
+// The heuristic order is `preferred` first, then `priority` (then table order): for a depthwise
+// conv the depthwise walks (vector ones first), for any other the Winograd thresholds, then the
+// direct kernel where preferred (short reductions: direct/dispatch.cpp), then the implicit GEMM,
+// then (dgrad only) the GEMM per output phase where preferred (dgrad_phases.cpp) and the
+// explicit col2im GEMM; for a stride-1 dgrad of few output pixels the col2im GEMM before the
+// implicit one (conv_gemm::dgrad_col2im_preferred). Every entry is tested on its own
+// (tests/test_registry.py).
 const ConvAlgorithm kConvAlgorithms[] = {
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_channels_last", Walk::channels_last, 0, CONVPOOL_ALWAYS),
     CONVPOOL_DEPTHWISE_VEC("depthwise_vec_flat", Walk::flat, 1, CONVPOOL_ALWAYS),
@@ -165,6 +170,14 @@ const ConvAlgorithm kConvAlgorithms[] = {
     {"winograd_f4x4", Op::dgrad, Isa::generic, 6, dgrad_as_winograd,
      [](const ConvProblem& q) { return winograd::preferred(conv_gemm::dgrad_as_fprop_params(*q.p)); },
      [](const ConvProblem& q) { conv_gemm::winograd_dgrad(*q.p, *q.x, *q.w, *q.out); }},
+    {"direct_hwc", Op::fprop, Isa::generic, 7,
+     [](const ConvProblem& q) { return direct::fprop_applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return direct::fprop_preferred(*q.p); },
+     [](const ConvProblem& q) { direct::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
+    {"direct_hwc", Op::dgrad, Isa::generic, 7,
+     [](const ConvProblem& q) { return direct::dgrad_applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return direct::dgrad_preferred(*q.p, *q.out); },
+     [](const ConvProblem& q) { direct::dgrad(*q.p, *q.x, *q.w, *q.out); }},
     {"gemm_im2col", Op::fprop, Isa::generic, 7, any_problem, not_depthwise,
      [](const ConvProblem& q) { conv_gemm::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
     {"gemm_im2col", Op::dgrad, Isa::generic, 7,

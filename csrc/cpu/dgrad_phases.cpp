@@ -39,20 +39,6 @@ namespace {
 
 constexpr int64_t kMaxMr = 32;  // the largest micro-kernel row count (gemm/kernels_impl.h)
 
-// One dimension of one phase r: the grad_input positions i0, i0 + s, ... (count of them), the
-// grad_output position q0 of the first, and the taps r, r + s, ... (taps of them).
-struct PhaseDim {
-  int64_t i0, count, q0, taps;
-};
-PhaseDim phase_dim(int64_t r, int64_t stride, int64_t pad, int64_t kernel, int64_t in_size) {
-  PhaseDim d;
-  d.i0 = ((r - pad) % stride + stride) % stride;
-  d.count = d.i0 < in_size ? (in_size - d.i0 + stride - 1) / stride : 0;
-  d.q0 = (d.i0 + pad - r) / stride;  // exact: i0 + pad == r (mod stride), and >= 0
-  d.taps = r < kernel ? (kernel - r + stride - 1) / stride : 0;
-  return d;
-}
-
 template <typename scalar_t>
 void dgrad_phases_impl(const Conv2dParams& p, const at::Tensor& grad_output,
                        const at::Tensor& weight, at::Tensor& grad_input) {
