@@ -220,25 +220,26 @@ def test_selector_picks_winograd_where_it_pays(winograd_mode):
     assert algorithm(*resnet, op="dgrad") == "winograd_f4x4"
     assert algorithm((8, 256, 14, 14), (256, 256, 3, 3)) == "winograd_f4x4"
     assert algorithm(*resnet, dtype="float64") == "gemm_im2col"
-    assert algorithm((8, 1, 56, 56), (64, 1, 3, 3)) == "gemm_im2col"  # one input channel
-    assert algorithm((8, 64, 2, 2), (64, 64, 3, 3)) == "gemm_im2col"  # 2x2 output
+    assert algorithm((8, 1, 56, 56), (64, 1, 3, 3)) == "direct_hwc"  # one input channel
+    assert algorithm((8, 64, 2, 2), (64, 64, 3, 3)) == "direct_hwc"  # 2x2 output
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3)) == "gemm_im2col"  # weight transform > savings
     assert algorithm((4, 512, 7, 7), (512, 512, 3, 3)) == "gemm_im2col"
     assert algorithm((8, 512, 7, 7), (512, 512, 3, 3)) == "winograd_f4x4"  # ResNet-50's last 3x3
     assert algorithm((1, 256, 14, 14), (256, 256, 3, 3)) == "winograd_f4x4"
-    assert algorithm((1, 64, 12, 12), (64, 64, 3, 3)) == "gemm_im2col"  # 144 output pixels
-    assert algorithm((1, 16, 32, 32), (1024, 16, 3, 3)) == "gemm_im2col"  # short products, wide output
+    assert algorithm((1, 64, 12, 12), (64, 64, 3, 3)) == "direct_hwc"  # 144 output pixels
+    assert algorithm((1, 16, 32, 32), (1024, 16, 3, 3)) == "direct_hwc"  # short products, wide output
     assert algorithm((1, 16, 28, 28), (256, 16, 3, 3)) == "winograd_f4x4"
-    assert algorithm(*resnet, stride=2) == "gemm_im2col"
-    assert algorithm(*resnet, op="dgrad", stride=2) == "gemm_col2im"
-    assert algorithm(*resnet, dilation=2) == "gemm_im2col"
-    assert algorithm((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "gemm_im2col"
+    # Not Winograd's shape: the direct kernel's short reductions (direct/dispatch.cpp)
+    assert algorithm(*resnet, stride=2) == "direct_hwc"
+    assert algorithm(*resnet, op="dgrad", stride=2) == "direct_hwc"
+    assert algorithm(*resnet, dilation=2) == "direct_hwc"
+    assert algorithm((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "direct_hwc"
     assert algorithm((8, 64, 56, 56), (64, 64, 5, 5)) == "gemm_im2col"
     winograd_mode("0")
-    assert algorithm(*resnet) == "gemm_im2col"
+    assert algorithm(*resnet) == "direct_hwc"
     winograd_mode("1")
     assert algorithm((1, 1, 2, 2), (1, 1, 3, 3)) == "winograd_f4x4"
-    assert algorithm(*resnet, stride=2) == "gemm_im2col"  # forcing never applies it outside its shape
+    assert algorithm(*resnet, stride=2) == "direct_hwc"  # forcing never applies it outside its shape
 
 
 def test_parity_on_a_resnet_layer(winograd_mode):
