@@ -32,10 +32,10 @@ def runnable(isa):
     return ISA_RANK[isa] <= ISA_RANK[cpu.isa()]
 
 
-def conv_calls(s, layout, dtype):
+def conv_calls(s, layout, dtype, weight_layout="contiguous"):
     """{op: (args, float64 reference)} for the four conv ops of sample `s`."""
     x = make_tensor(s.input_size, dtype, layout, seed=1)
-    w = make_tensor(s.weight_size, dtype, "contiguous", seed=2)
+    w = make_tensor(s.weight_size, dtype, weight_layout, seed=2)
     b = make_tensor((1, 1, 1, s.k), dtype, seed=3).flatten()
     xd, wd, bd = (t.double().requires_grad_(True) for t in (x, w, b))
     out = F.conv2d(xd, wd, bd, s.stride, s.padding, s.dilation, s.groups)
@@ -102,6 +102,16 @@ def test_conv_every_applicable_algorithm_matches_torch(sample, layout, dtype):
         assert cpu.selected(op, *args) == names[0]  # the heuristic runs the first
         assert len(set(names)) == len(names)
         for name in names:
+            check(op, args, expected, None, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", CONV_DTYPES, ids=str)
+@pytest.mark.parametrize("sample", samples.CONV, ids=str)
+def test_conv_channels_last_weight_every_algorithm_matches_torch(sample, dtype):
+    """A model converted to channels_last holds its weights so: the GEMMs read a float one in
+    place, with the reduction ordered (kh, kw, c)."""
+    for op, (args, expected) in conv_calls(sample, "channels_last", dtype, "channels_last").items():
+        for name in cpu.algorithms(op, *args):
             check(op, args, expected, None, dtype, name)
 
 

@@ -77,6 +77,15 @@ int64_t rows_per_tile(int64_t elements_per_row) {
   return std::max<int64_t>(1, kWorkspaceElements / std::max<int64_t>(1, elements_per_row));
 }
 
+// A float weight laid out channels_last ([C_out][kh][kw][C_in/groups] in memory, as a model
+// converted to channels_last holds it): the GEMMs read it in place, with the reduction ordered
+// (kh, kw, c), instead of copying it (8 MiB for DCGAN's 512 -> 256 4x4) on every call.
+template <typename scalar_t>
+bool float_channels_last_weight(const at::Tensor& weight) {
+  return std::is_same_v<scalar_t, float> && !weight.is_contiguous() &&
+         weight.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 // The weight as a float/double [groups, out_channels_per_group, gemm_k] matrix stack.
 template <typename scalar_t>
 at::Tensor weight_matrices(const Conv2dParams& p, const at::Tensor& weight) {
@@ -89,7 +98,16 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
                 const at::Tensor* bias, at::Tensor& output) {
   using acc = acc_t<scalar_t>;
   const auto acc_options = input.options().dtype(c10::CppTypeToScalarType<acc>::value);
-  const at::Tensor w = weight_matrices<scalar_t>(p, weight);
+  // float channels_last input (unit channel stride): the register-transpose packer, with the
+  // weight as [C_out][kh][kw][C_in/groups] (in place where it is laid out so).
+  const bool pixel_major = is_channels_last(output);
+  const bool cl_float = pixel_major && std::is_same_v<scalar_t, float> && input.stride(1) == 1 &&
+                        p.in_channels_per_group() >= 8;
+  const bool w_in_place = cl_float && float_channels_last_weight<scalar_t>(weight);
+  const at::Tensor w = w_in_place ? at::Tensor() : weight_matrices<scalar_t>(p, weight);
+  const at::Tensor w_cl = !cl_float     ? at::Tensor()
+                          : w_in_place ? weight
+                                       : w.view(weight.sizes()).permute({0, 2, 3, 1}).contiguous();
   const at::Tensor b = bias ? bias->to(acc_options.dtype()).contiguous() : at::Tensor();
   const int64_t k = p.gemm_k();
   const int64_t cog = p.out_channels_per_group();
@@ -103,19 +121,12 @@ void fprop_impl(const Conv2dParams& p, const at::Tensor& input, const at::Tensor
   scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
   // channels_last output: compute the tile pixel-major ([pixels x C_out]) so that it is stored
   // in unit-stride runs; otherwise channel-major ([C_out x pixels]), rows of an NCHW plane.
-  const bool pixel_major = is_channels_last(output);
-  const acc* w_ptr = w.const_data_ptr<acc>();
   acc* tile_ptr = out_tile.mutable_data_ptr<acc>();
-  // float channels_last input (unit channel stride): the register-transpose packer.
-  const bool cl_float = pixel_major && std::is_same_v<scalar_t, float> && input.stride(1) == 1 &&
-                        p.in_channels_per_group() >= 8;
-  const at::Tensor w_cl = cl_float ? w.view(weight.sizes()).permute({0, 2, 3, 1}).contiguous()
-                                   : at::Tensor();
   for (int64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
     const int64_t r1 = std::min(rows_total, r0 + tile_rows);
     const int64_t cols = (r1 - r0) * p.out_width;
     for (int64_t g = 0; g < p.groups; ++g) {
-      const acc* w_g = w_ptr + g * cog * k;
+      const acc* w_g = w.defined() ? w.const_data_ptr<acc>() + g * cog * k : nullptr;
       const acc* b_g = b.defined() ? b.const_data_ptr<acc>() + g * cog : nullptr;
       const auto col = col_packer<scalar_t, acc>(p, in_ptr, strides4(input), g, r0);
       if (cl_float) {
@@ -173,7 +184,10 @@ void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
                 at::Tensor& grad_input) {
   using acc = acc_t<scalar_t>;
   const auto acc_options = grad_output.options().dtype(c10::CppTypeToScalarType<acc>::value);
-  const at::Tensor w = weight_matrices<scalar_t>(p, weight);
+  // W^T's rows (the reduction k) ordered as the weight lies: (c, kh, kw), or (kh, kw, c) for a
+  // float channels_last weight read in place; col2im_add reads col in the same order.
+  const bool tap_major = float_channels_last_weight<scalar_t>(weight);
+  const at::Tensor w = tap_major ? weight : weight_matrices<scalar_t>(p, weight);
   const int64_t k = p.gemm_k();
   const int64_t cog = p.out_channels_per_group();
   const int64_t image = p.in_channels * p.in_height * p.in_width;
@@ -202,7 +216,7 @@ void dgrad_impl(const Conv2dParams& p, const at::Tensor& grad_output, const at::
         // col [k x cols] = W_g^T [k x cog] * go [cog x cols]
         gemm::gemm_strided<acc>(k, cols, cog, w_ptr + g * cog * k, 1, k, go_buf, cols, 1, col_ptr,
                                 cols, false);
-        col2im_add(p, col_ptr, g, r0, r1, n0, block_ptr);
+        col2im_add(p, col_ptr, g, r0, r1, n0, block_ptr, tap_major);
       }
     }
     // Store the block through grad_input's strides (any layout).

@@ -344,11 +344,12 @@ struct ColTAsB {
   }
 };
 
-// grad_input_block[n - n_begin][c][ih][iw] += col[k][j]: the adjoint of im2col. Each task owns
-// whole channels, so no two tasks write the same element and the sum order is fixed.
+// grad_input_block[n - n_begin][c][ih][iw] += col[k][j]: the adjoint of im2col, with k = (c, kh,
+// kw) or, tap_major (the order of a channels_last weight), k = (kh, kw, c). Each task owns whole
+// channels, so no two tasks write the same element and the sum order is fixed.
 template <typename acc>
 void col2im_add(const Conv2dParams& p, const acc* col, int64_t group, int64_t row_begin,
-                int64_t row_end, int64_t n_begin, acc* grad_input_block) {
+                int64_t row_end, int64_t n_begin, acc* grad_input_block, bool tap_major = false) {
   const int64_t taps = p.kernel_h * p.kernel_w;
   const int64_t wo = p.out_width;
   const int64_t cols = (row_end - row_begin) * wo;
@@ -361,7 +362,7 @@ void col2im_add(const Conv2dParams& p, const acc* col, int64_t group, int64_t ro
         const int64_t kh = tap / p.kernel_w;
         const int64_t kw = tap % p.kernel_w;
         const int64_t iw0 = kw * p.dilation_w - p.pad_w;
-        const acc* src = col + (c_local * taps + tap) * cols;
+        const acc* src = col + (tap_major ? tap * cg + c_local : c_local * taps + tap) * cols;
         for (int64_t row = row_begin; row < row_end; ++row, src += wo) {
           const int64_t n = row / p.out_height;
           const int64_t ih = (row % p.out_height) * p.stride_h - p.pad_h + kh * p.dilation_h;
