@@ -60,6 +60,10 @@ struct Variant {
   int64_t x_base = 0, x_row = 0, x_col = 0;
   int64_t y_base = 0, y_row = 0, y_col = 0;
   std::vector<int64_t> off;                 // per tap: offset in the padded copy
+  // The tile's reduction: runs of run_cin contiguous floats of the padded copy at run_off (by
+  // default one run per tap, of the group's channels).
+  std::vector<int64_t> run_off;
+  int64_t run_cin = 0;
   std::vector<std::pair<int64_t, int64_t>> taps;  // per tap: the weight's (kh, kw)
 };
 
@@ -176,6 +180,7 @@ void run(const Plan& pl, const at::Tensor& src, const at::Tensor& weight, const 
         const Variant& var = pl.variants[v];
         const int64_t r = row - row_start[v];
         const int64_t taps = static_cast<int64_t>(var.taps.size());
+        const int64_t runs = static_cast<int64_t>(var.run_off.size());
         const int64_t c0 = g * pl.cout + b * nr;  // first output channel of the block
         const int nvalid = static_cast<int>(std::min(nr, pl.cout - b * nr));
         const float* wb = wp + w_offset[(g * nv + v) * blocks + b];
@@ -188,9 +193,9 @@ void run(const Plan& pl, const at::Tensor& src, const at::Tensor& weight, const 
           const float* x = taps > 0 ? xrow + col * var.x_col : xrow;
           float* dst = yrow + col * var.y_col;
           if (channels_inner) {
-            k.tile[m - 1](x, var.x_col, var.off.data(), taps, pl.cin, wb, init, dst + c0, var.y_col, nvalid);
+            k.tile[m - 1](x, var.x_col, var.run_off.data(), runs, var.run_cin, wb, init, dst + c0, var.y_col, nvalid);
           } else {
-            k.tile[m - 1](x, var.x_col, var.off.data(), taps, pl.cin, wb, init, buf, nr, nvalid);
+            k.tile[m - 1](x, var.x_col, var.run_off.data(), runs, var.run_cin, wb, init, buf, nr, nvalid);
             for (int j = 0; j < nvalid; ++j)
               for (int i = 0; i < m; ++i) dst[(c0 + j) * ys.c + i * var.y_col] = buf[i * nr + j];
           }
@@ -248,6 +253,16 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
       var.off.push_back((kh * p.dilation_h * pl.wp + kw * p.dilation_w) * pl.cx);
       var.taps.emplace_back(kh, kw);
     }
+  if (p.groups == 1 && p.dilation_w == 1) {
+    // A kernel row's (kw, c) are one contiguous run of the padded copy, and of the packed
+    // weight ([kh][kw][c][NR]): one long reduction loop per kernel row instead of one short one
+    // per tap (a first layer has 1-3 channels per tap).
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh) var.run_off.push_back(var.off[kh * p.kernel_w]);
+    var.run_cin = p.kernel_w * pl.cin;
+  } else {
+    var.run_off = var.off;
+    var.run_cin = pl.cin;
+  }
   pl.variants.push_back(std::move(var));
   run(pl, input, weight, bias, output);
 }
@@ -323,6 +338,8 @@ void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
           var.off.push_back(-(th * pl.wp + tw) * pl.cx);
           var.taps.emplace_back(rh + th * sh, rw + tw * sw);
         }
+      var.run_off = var.off;
+      var.run_cin = pl.cin;
       pl.variants.push_back(std::move(var));
     }
   run(pl, grad_output, weight, nullptr, grad_input);
