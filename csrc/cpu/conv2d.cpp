@@ -172,7 +172,7 @@ const ConvAlgorithm kConvAlgorithms[] = {
      [](const ConvProblem& q) { conv_gemm::winograd_dgrad(*q.p, *q.x, *q.w, *q.out); }},
     {"direct_hwc", Op::fprop, Isa::generic, 7,
      [](const ConvProblem& q) { return direct::fprop_applies(*q.p, q.x->scalar_type()); },
-     [](const ConvProblem& q) { return direct::fprop_preferred(*q.p); },
+     [](const ConvProblem& q) { return direct::fprop_preferred(*q.p, *q.out); },
      [](const ConvProblem& q) { direct::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
     {"direct_hwc", Op::dgrad, Isa::generic, 7,
      [](const ConvProblem& q) { return direct::dgrad_applies(*q.p, q.x->scalar_type()); },

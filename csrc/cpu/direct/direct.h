@@ -11,7 +11,7 @@ namespace convpool::cpu::direct {
 // Any conv2d in float32.
 bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype);
 // Where the heuristic wants it (measured: the rule's comment).
-bool fprop_preferred(const Conv2dParams& p);
+bool fprop_preferred(const Conv2dParams& p, const at::Tensor& output);
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output);
 

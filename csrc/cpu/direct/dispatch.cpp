@@ -219,10 +219,14 @@ bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype) {
 // 1.1x, 24->24 5x5 1.0-1.3x; the GEMM wins from 256 input channels (1x1 256->64 NCHW 1.55x,
 // 512->128 1.1-2x, 1024->256 1.4-2x) and ties at 128 (128->512 1x1 0.9-1.1x). At least 16
 // output channels per group: the tile's 32 channel lanes are otherwise mostly idle. Winograd,
-// where preferred, comes first (it is 1.2-2.8x faster on 3x3 stride-1 layers).
-bool fprop_preferred(const Conv2dParams& p) {
+// where preferred, comes first (it is 1.2-2.8x faster on 3x3 stride-1 layers). Not a 1x1 layer
+// with an NCHW output: there the GEMM packs whole plane runs and stores rows of planes, and the
+// two were within noise of each other (64->64, 64->256: 0.8-1.25x either way; 32->64 and 128->512
+// at N=1 1.14-1.33x for the GEMM).
+bool fprop_preferred(const Conv2dParams& p, const at::Tensor& output) {
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1;
   return !is_depthwise(p) && p.out_channels_per_group() >= 16 && p.in_channels_per_group() <= 128 &&
-         p.gemm_k() <= 640;
+         p.gemm_k() <= 640 && (!pointwise || is_channels_last(output));
 }
 
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
