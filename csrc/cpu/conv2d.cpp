@@ -2,7 +2,7 @@
 // (registry.h) and the Conv2dBackend members, which select in it and run the entry. The kernels
 // live in files of their own, one per job:
 //   conv_gemm.cpp   gemm_im2col, gemm_col2im and winograd_f4x4's GEMM fallback (im2col.h packers)
-//   direct/         direct_hwc (fprop, and dgrad by stride phase; tiles per ISA)
+//   direct/         direct_hwc (fprop, wgrad, and dgrad by stride phase; tiles per ISA)
 //   dgrad_phases.cpp dgrad_phases
 //   winograd/       Winograd F(4x4, 3x3) (dispatch.cpp: blocks and products; transforms per ISA)
 //   grad_bias.cpp   bias_channels_last, bias_planes
@@ -178,6 +178,10 @@ const ConvAlgorithm kConvAlgorithms[] = {
      [](const ConvProblem& q) { return direct::dgrad_applies(*q.p, q.x->scalar_type()); },
      [](const ConvProblem& q) { return direct::dgrad_preferred(*q.p, *q.out); },
      [](const ConvProblem& q) { direct::dgrad(*q.p, *q.x, *q.w, *q.out); }},
+    {"direct_hwc", Op::wgrad, Isa::generic, 7,
+     [](const ConvProblem& q) { return direct::wgrad_applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return direct::wgrad_preferred(*q.p); },
+     [](const ConvProblem& q) { direct::wgrad(*q.p, *q.x, *q.w, *q.out); }},
     {"gemm_im2col", Op::fprop, Isa::generic, 7, any_problem, not_depthwise,
      [](const ConvProblem& q) { conv_gemm::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
     {"gemm_im2col", Op::dgrad, Isa::generic, 7,

@@ -1,5 +1,5 @@
 // Direct convolution vectorized over output channels (direct/dispatch.cpp): the conv registry's
-// "direct_hwc" entries (fprop and, by stride phase, dgrad). Float32, any layout.
+// "direct_hwc" entries (fprop, wgrad and, by stride phase, dgrad). Float32, any layout.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +14,12 @@ bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype);
 bool fprop_preferred(const Conv2dParams& p, const at::Tensor& output);
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output);
+
+// Any conv2d in float32.
+bool wgrad_applies(const Conv2dParams& p, c10::ScalarType dtype);
+bool wgrad_preferred(const Conv2dParams& p);
+void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+           at::Tensor& grad_weight);
 
 // Float32, undilated, strides up to 16 (dgrad_phases_applies).
 bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype);

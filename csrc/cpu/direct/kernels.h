@@ -11,18 +11,22 @@ namespace convpool::cpu::direct {
 // zmm registers, 2 for the weight vectors, 1 for the broadcast input value).
 constexpr int kMaxRows = 12;
 
-// One register tile of m output pixels (m = the table slot + 1) x n output channels (n <= nr):
+// One register tile of m rows (m = the table slot + 1) x n output channels (n <= nr):
 //   out[i * os + j] = init[j] + sum over t < taps, c < cin of
-//                     x[i * xs + off[t] + c] * w[(t * cin + c) * nr + j]
+//                     x[i * xs + off[t] + c * xc] * w[t * wts + c * nr + j]
 // for i < m, j < n; init null reads as zeros. `x` is a zero-padded channels-last copy of the
-// input (so every read is inside it), `w` the packed weight (columns j >= n hold zeros). Only
-// the n valid channels of each output pixel are written.
+// input (so every read is inside it), `w` packed channel vectors (columns j >= n hold zeros).
+// fprop and dgrad: rows are output pixels, (t, c) the reduction's taps and channels (xc = 1,
+// w the packed weight, wts = cin * nr). wgrad: rows are weight entries (kw, c) of a kernel row,
+// (t, c) the output rows and columns (xc = the stride's step in the copy, w the packed
+// grad_output). Only the n valid channels of each row are written.
 using Tile = void (*)(const float* x, int64_t xs, const int64_t* off, int64_t taps, int64_t cin,
-                      const float* w, const float* init, float* out, int64_t os, int n);
+                      int64_t xc, const float* w, int64_t wts, const float* init, float* out,
+                      int64_t os, int n);
 
 struct Kernels {
-  int mr, nr;                // the widest tile: mr pixels x nr (two vectors of) channels
-  Tile tile[kMaxRows];       // tile[m - 1] computes m pixels, m <= mr
+  int mr, nr;                // the widest tile: mr rows x nr (two vectors of) channels
+  Tile tile[kMaxRows];       // tile[m - 1] computes m rows, m <= mr
   const char* isa;
 };
 

@@ -16,13 +16,13 @@ namespace {
 
 using namespace convpool::cpu::simd::CONVPOOL_DIRECT_ISA;
 
-// M pixels x 2 vectors of output channels, 2 * M accumulators (named variables: GCC keeps an
-// array of vectors in memory). Each step of the reduction: 2 weight vectors, M broadcasts of
-// input values, 2 * M FMAs. Input and weight are read straight from the padded copy and the
-// packed weight: no im2col, no packing of the input.
+// M rows x 2 vectors of output channels, 2 * M accumulators (named variables: GCC keeps an
+// array of vectors in memory). Each step of the reduction: 2 vectors of `w`, M broadcasts of
+// input values, 2 * M FMAs. The input is read straight from the padded copy: no im2col, no
+// packing of the input.
 template <int M>
-void tile(const float* x, int64_t xs, const int64_t* off, int64_t taps, int64_t cin,
-          const float* w, const float* init, float* out, int64_t os, int n) {
+void tile(const float* x, int64_t xs, const int64_t* off, int64_t taps, int64_t cin, int64_t xc,
+          const float* w, int64_t wts, const float* init, float* out, int64_t os, int n) {
   static_assert(M >= 1 && M <= kMaxRows);
   constexpr int W = kLanes, NR = 2 * W;
   const V i0 = init ? load_n(init, n < W ? n : W) : zero();
@@ -51,8 +51,8 @@ void tile(const float* x, int64_t xs, const int64_t* off, int64_t taps, int64_t 
   CONVPOOL_ROWS12(CONVPOOL_DECL)
   for (int64_t t = 0; t < taps; ++t) {
     const float* xt = x + off[t];
-    const float* wt = w + t * cin * NR;
-    for (int64_t c = 0; c < cin; ++c, ++xt, wt += NR) {
+    const float* wt = w + t * wts;
+    for (int64_t c = 0; c < cin; ++c, xt += xc, wt += NR) {
       const V b0 = load(wt), b1 = load(wt + W);
       CONVPOOL_ROWS12(CONVPOOL_FMA)
     }
