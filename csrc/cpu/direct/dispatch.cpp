@@ -19,8 +19,9 @@
 // block][tap][reduction channel][NR], zero past the group's channels.
 //
 // Each output element is written once by one task, its sum in a fixed order (taps, then
-// channels), so results do not depend on the thread count. Workspace: the packed weight and the
-// padded copy of at most kChunkFloats floats of images (one image when it is larger).
+// channels), so results do not depend on the thread count. Workspace: the packed weight (wgrad:
+// the packed grad_output) and the padded copy, for chunks of images of at most kChunkFloats
+// floats each (one image when it is larger).
 #include "direct.h"
 
 #include <ATen/Parallel.h>
@@ -333,7 +334,9 @@ void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
 
   const int64_t batch = p.batch;
   const int64_t image_floats = pl.hp * pl.wp * pl.cx;
-  const int64_t chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, image_floats), 1, batch);
+  // Images per chunk: their padded copy and their packed grad_output both within the budget.
+  const int64_t per_image = std::max(image_floats, p.groups * blocks * ho * wo * nr);
+  const int64_t chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, per_image), 1, batch);
   at::Tensor padded = at::empty({chunk * image_floats}, input.options().dtype(at::kFloat));
   float* xp = padded.mutable_data_ptr<float>();
   const int64_t go_block = chunk * ho * wo * nr;  // one (group, channel block) of packed grad_output
