@@ -7,6 +7,7 @@
 //   winograd/       Winograd F(4x4, 3x3) (dispatch.cpp: blocks and products; transforms per ISA)
 //   grad_bias.cpp   bias_channels_last, bias_planes
 //   depthwise/      the depthwise kernels (dispatch.cpp: vector walks and portable templates)
+//   amx/            amx_bf16 (bfloat16 fprop and stride-1 dgrad on AMX tiles)
 // A new algorithm is a kernel file plus one entry in the table below (docs/registry.md).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "../shape.h"
+#include "amx/amx.h"
 #include "backends.h"
 #include "conv_gemm.h"
 #include "dgrad_phases.h"
@@ -128,7 +130,8 @@ bool dgrad_as_winograd(const ConvProblem& q) {
 }
 
 // The heuristic order is `preferred` first, then `priority` (then table order): for a depthwise
-// conv the depthwise walks (vector ones first), for any other the Winograd thresholds, then the
+// conv the depthwise walks (vector ones first), for any other in bfloat16 on an AMX CPU the AMX
+// tiles, then the Winograd thresholds, then the
 // direct kernel where preferred (short reductions: direct/dispatch.cpp), then the implicit GEMM,
 // then (dgrad only) the GEMM per output phase where preferred (dgrad_phases.cpp) and the
 // explicit col2im GEMM; for a stride-1 dgrad of few output pixels the col2im GEMM before the
@@ -163,6 +166,14 @@ const ConvAlgorithm kConvAlgorithms[] = {
      [](const ConvProblem& q) { depthwise::dgrad_rows(*q.p, *q.x, *q.w, *q.out); }},
     {"depthwise_rows", Op::wgrad, Isa::generic, 5, depthwise_problem, nullptr,
      [](const ConvProblem& q) { depthwise::wgrad_rows(*q.p, *q.x, *q.w, *q.out); }},
+    {"amx_bf16", Op::fprop, Isa::avx512, 6,
+     [](const ConvProblem& q) { return amx::fprop_applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return amx::fprop_preferred(*q.p); },
+     [](const ConvProblem& q) { amx::fprop(*q.p, *q.x, *q.w, q.bias, *q.out); }},
+    {"amx_bf16", Op::dgrad, Isa::avx512, 6,
+     [](const ConvProblem& q) { return amx::dgrad_applies(*q.p, q.x->scalar_type()); },
+     [](const ConvProblem& q) { return amx::dgrad_preferred(*q.p); },
+     [](const ConvProblem& q) { amx::dgrad(*q.p, *q.x, *q.w, *q.out); }},
     {"winograd_f4x4", Op::fprop, Isa::generic, 6,
      [](const ConvProblem& q) { return winograd::applies(*q.p, q.x->scalar_type()); },
      [](const ConvProblem& q) { return winograd::preferred(*q.p); },

@@ -66,6 +66,16 @@ bool dgrad_col2im_preferred(const Conv2dParams& p, const at::Tensor& grad_input)
   return pixels <= kCol2imPixelsMore && (!pointwise || !is_channels_last(grad_input));
 }
 
+at::Tensor dgrad_as_fprop_weight(const Conv2dParams& p, const at::Tensor& weight) {
+  // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
+  return weight
+      .reshape({p.groups, p.out_channels_per_group(), p.in_channels_per_group(), p.kernel_h,
+                p.kernel_w})
+      .transpose(1, 2)
+      .flip({3, 4})
+      .reshape({p.in_channels, p.out_channels_per_group(), p.kernel_h, p.kernel_w});
+}
+
 namespace {
 
 using namespace im2col;
@@ -164,13 +174,7 @@ template <typename scalar_t>
 void dgrad_by_fprop_t(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                     at::Tensor& grad_input, bool winograd) {
   const Conv2dParams q = dgrad_as_fprop_params(p);
-  // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
-  const at::Tensor w = weight
-                           .reshape({p.groups, p.out_channels_per_group(), p.in_channels_per_group(),
-                                     p.kernel_h, p.kernel_w})
-                           .transpose(1, 2)
-                           .flip({3, 4})
-                           .reshape({p.in_channels, p.out_channels_per_group(), p.kernel_h, p.kernel_w});
+  const at::Tensor w = dgrad_as_fprop_weight(p, weight);
   if (winograd) {
     winograd_fprop_t<scalar_t>(q, grad_output, w, nullptr, grad_input);
   } else {

@@ -1,0 +1,93 @@
+// The AMX bf16 tile kernel and its store (kernels.h), compiled for AVX-512 + AMX-TILE + AMX-BF16.
+// Only ever called where amx::usable() said yes (dispatch.cpp: the CPU has AMX and Linux granted
+// the tile data permission). Everything before the pragma is plain C++, so nothing of torch's is
+// built with these instructions.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,amx-tile,amx-bf16")
+
+namespace convpool::cpu::amx::avx512_amx {
+namespace {
+
+// The tile configuration (Intel SDM, LDTILECFG): palette 1; tmm0-3 the 16 x 16 float
+// accumulators, tmm4-5 two 16-pixel x 32-bf16 slices of the copy, tmm6-7 two weight tiles of 16
+// pair-rows x 16 channels. Every tile is 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+TileConfig make_config() {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof(cfg));
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  return cfg;
+}
+
+}  // namespace
+
+void configure() {
+  static const TileConfig cfg = make_config();
+  _tile_loadconfig(&cfg);
+}
+
+void release() { _tile_release(); }
+
+void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int taps, int steps,
+                 const uint16_t* b, float* c) {
+  const int64_t a_bytes = a_stride * 2;
+  const int64_t a_half = a_stride * 16;  // the second 16 pixels
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int t = 0; t < taps; ++t) {
+    const uint16_t* at = a + off[t];
+    for (int s = 0; s < steps; ++s, at += kStep, b += 2 * 16 * 32) {
+      _tile_loadd(4, at, a_bytes);
+      _tile_loadd(6, b, 64);
+      _tile_loadd(7, b + 16 * 32, 64);
+      _tile_loadd(5, at + a_half, a_bytes);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c, 128);
+  _tile_stored(1, c + 16, 128);
+  _tile_stored(2, c + 16 * 32, 128);
+  _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+void round_row(const float* src, const float* bias, int n, uint16_t* dst) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i half = _mm512_set1_epi32(0x7FFF);
+  const __m512i qnan = _mm512_set1_epi32(0x7FC0);
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(m, src + j);
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, half)), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan);
+    _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(r));
+  }
+}
+
+}  // namespace convpool::cpu::amx::avx512_amx
+#endif

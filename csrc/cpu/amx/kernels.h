@@ -1,0 +1,39 @@
+// What the AMX driver (dispatch.cpp) and its kernels (avx512_amx.cpp, compiled for AVX-512 + AMX)
+// share: raw pointers and sizes only, no torch, so the AMX file includes nothing of torch's.
+#pragma once
+
+#include <cstdint>
+
+namespace convpool::cpu::amx {
+
+// The register block of the bf16 tile kernel: 2 x 2 accumulator tiles of 16 x 16 floats, so
+// kBlockRows output pixels x kBlockCols output channels; the reduction runs in steps of kStep
+// bf16 values (one 64-byte tile row).
+constexpr int kBlockRows = 32;
+constexpr int kBlockCols = 32;
+constexpr int kStep = 32;
+
+namespace avx512_amx {
+
+// Loads this thread's tile configuration (AMX state is per thread); release() frees it, so an
+// idle thread carries no tile data through context switches.
+void configure();
+void release();
+
+// c[i * 32 + j] = sum over taps t < taps, steps s < steps, e < 32 of
+//     a[i * a_stride + off[t] + s * 32 + e] * W[t][s][j][e]
+// for the block's 32 rows i (output pixels) and 32 columns j (output channels): bf16 values
+// (raw bits) multiplied and summed in float by TDPBF16PS. `a` is a zero-padded channels-last
+// copy (elements a_stride apart from one pixel to the next); `b` the packed weight of one
+// 32-channel block, [t][s][half][16 rows][16 columns][2] (VNNI pairs: row r holds reduction
+// elements 2r and 2r + 1). Rows i past the output are computed from whatever the copy holds
+// there (the driver allocates it) and discarded: a row of c depends on row i of a alone.
+void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int taps, int steps,
+                 const uint16_t* b, float* c);
+
+// dst[j] = bf16(src[j] + bias[j]) for j < n (n <= 32; bias may be null), rounded to nearest
+// even, NaN as 0x7FC0: c10::BFloat16's conversion.
+void round_row(const float* src, const float* bias, int n, uint16_t* dst);
+
+}  // namespace avx512_amx
+}  // namespace convpool::cpu::amx
