@@ -47,22 +47,31 @@ void configure() {
 void release() { _tile_release(); }
 
 void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int taps, int steps,
-                 const uint16_t* b, float* c) {
+                 const uint16_t* b, float* c, bool accumulate) {
   const int64_t a_bytes = a_stride * 2;
   const int64_t a_half = a_stride * 16;  // the second 16 pixels
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  if (accumulate) {
+    _tile_loadd(0, c, 128);
+    _tile_loadd(1, c + 16, 128);
+    _tile_loadd(2, c + 16 * 32, 128);
+    _tile_loadd(3, c + 16 * 32 + 16, 128);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int t = 0; t < taps; ++t) {
     const uint16_t* at = a + off[t];
     for (int s = 0; s < steps; ++s, at += kStep, b += 2 * 16 * 32) {
+      // Tiles are not renamed: each load comes right after the last product reading its
+      // previous contents, so it overlaps the products still running.
       _tile_loadd(4, at, a_bytes);
       _tile_loadd(6, b, 64);
-      _tile_loadd(7, b + 16 * 32, 64);
-      _tile_loadd(5, at + a_half, a_bytes);
       _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(7, b + 16 * 32, 64);
       _tile_dpbf16ps(1, 4, 7);
+      _tile_loadd(5, at + a_half, a_bytes);
       _tile_dpbf16ps(2, 5, 6);
       _tile_dpbf16ps(3, 5, 7);
     }
@@ -71,6 +80,36 @@ void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int ta
   _tile_stored(1, c + 16, 128);
   _tile_stored(2, c + 16 * 32, 128);
   _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+void pack_step(const uint16_t* const* rows, uint16_t* dst) {
+  for (int h = 0; h < 2; ++h, rows += 16, dst += 512) {
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(rows[i]);
+    // 16 x 16 transpose of 32-bit lanes: 2x2, 4x4 blocks of lanes, then 128-bit quarters.
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+      r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+      r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+      r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    // r[4q + k] holds, in 128-bit quarter x, lanes 4x + k... of rows 4q..4q+3: gather quarters.
+    for (int k = 0; k < 4; ++k) {
+      const __m512i a = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x88);       // quarters 0, 2 | 0, 2
+      const __m512i b = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xDD);       // quarters 1, 3 | 1, 3
+      const __m512i c = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x88);
+      const __m512i d = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xDD);
+      t[k] = _mm512_shuffle_i32x4(a, c, 0x88);       // quarter 0 of every row group
+      t[8 + k] = _mm512_shuffle_i32x4(a, c, 0xDD);   // quarter 2
+      t[4 + k] = _mm512_shuffle_i32x4(b, d, 0x88);   // quarter 1
+      t[12 + k] = _mm512_shuffle_i32x4(b, d, 0xDD);  // quarter 3
+    }
+    for (int i = 0; i < 16; ++i) _mm512_storeu_si512(dst + i * 32, t[i]);
+  }
 }
 
 void round_row(const float* src, const float* bias, int n, uint16_t* dst) {

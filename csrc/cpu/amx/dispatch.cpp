@@ -64,6 +64,10 @@ bool detect() {
 // Copy elements per chunk of images (16 MiB of bf16), and the packed weight one task walks.
 constexpr int64_t kChunkElements = int64_t(1) << 23;
 constexpr int64_t kWeightBytes = int64_t(1) << 20;
+// A task's pixel blocks (their float sums live in the task's buffer between runs of taps), and
+// the packed weight of one run of taps, read once per block from L1.
+constexpr int64_t kTaskBlocks = 8;
+constexpr int64_t kL1WeightBytes = int64_t(32) << 10;
 
 struct Plan {
   int64_t cg, cog, steps, cp, cx;  // per group: channels in, out; steps of 32; padded; copy's channels
@@ -138,33 +142,37 @@ void copy_images(const Conv2dParams& p, const Plan& pl, const at::Tensor& src, i
   std::memset(dst + count * pl.image, 0, sizeof(uint16_t) * (total - count * pl.image));
 }
 
-// The weight in VNNI pairs: [group][channel block][tap][step][half][16 rows][16 channels][2],
-// from `w_hwc`, the weight laid out [C_out][kh][kw][C_in/groups] (contiguous): for each output
-// channel, tap and step, 16 pairs of consecutive channels go to 16 rows of one column.
-void pack_weight(const Conv2dParams& p, const Plan& pl, const at::Tensor& w_hwc, uint16_t* dst) {
-  const uint16_t* w = reinterpret_cast<const uint16_t*>(w_hwc.const_data_ptr<c10::BFloat16>());
+// The weight in VNNI pairs: [group][channel block][tap][step][half][16 rows][16 channels][2].
+// Per block, its 32 output channels are first laid out [channel][tap][C_in padded] (through the
+// weight's strides, zeros past the group's channels), then each step of each tap is two 16 x 16
+// transposes of 32-bit pairs (pack_step).
+void pack_weight(const Conv2dParams& p, const Plan& pl, const at::Tensor& weight, uint16_t* dst) {
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(weight.const_data_ptr<c10::BFloat16>());
+  const Strides4 ws = strides4(weight);
   const int64_t taps = p.kernel_h * p.kernel_w;
   const int64_t per_block = taps * pl.steps * kStep * kBlockCols;
   at::parallel_for(0, p.groups * pl.cblocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint16_t> rows(kBlockCols * taps * pl.cp, 0);
     for (int64_t gb = b0; gb < b1; ++gb) {
       const int64_t g = gb / pl.cblocks, cb = gb % pl.cblocks;
-      uint32_t* out = reinterpret_cast<uint32_t*>(dst + gb * per_block);  // pairs
-      std::memset(out, 0, sizeof(uint16_t) * per_block);
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t st = 0; st < pl.steps; ++st, out += kStep * kBlockCols / 2) {
-          const int64_t c0 = st * kStep, cn = std::min<int64_t>(kStep, pl.cg - c0);
-          for (int64_t j = 0; j < std::min<int64_t>(kBlockCols, pl.cog - cb * kBlockCols); ++j) {
-            const int64_t o = g * pl.cog + cb * kBlockCols + j;
-            const uint16_t* src = w + (o * taps + t) * pl.cg + c0;
-            uint32_t* col = out + (j / 16) * 256 + j % 16;  // half j / 16, column j % 16
-            int64_t c = 0;
-            for (; c + 2 <= cn; c += 2) {
-              uint32_t pair;
-              std::memcpy(&pair, src + c, sizeof(pair));
-              col[(c / 2) * 16] = pair;
-            }
-            if (c < cn) col[(c / 2) * 16] = src[c];  // an odd channel count: its partner is zero
+      const int64_t cols = std::min<int64_t>(kBlockCols, pl.cog - cb * kBlockCols);
+      for (int64_t j = 0; j < kBlockCols; ++j)
+        for (int64_t t = 0; t < taps; ++t) {
+          uint16_t* row = rows.data() + (j * taps + t) * pl.cp;
+          if (j >= cols) {
+            std::memset(row, 0, sizeof(uint16_t) * pl.cp);
+            continue;
           }
+          const uint16_t* from = w + (g * pl.cog + cb * kBlockCols + j) * ws.n +
+                                 (t / p.kernel_w) * ws.h + (t % p.kernel_w) * ws.w;
+          for (int64_t c = 0; c < pl.cg; ++c) row[c] = from[c * ws.c];
+        }
+      uint16_t* out = dst + gb * per_block;
+      const uint16_t* step_rows[kBlockCols];
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t st = 0; st < pl.steps; ++st, out += kStep * kBlockCols) {
+          for (int64_t j = 0; j < kBlockCols; ++j) step_rows[j] = rows.data() + (j * taps + t) * pl.cp + st * kStep;
+          avx512_amx::pack_step(step_rows, out);
         }
     }
   });
@@ -192,7 +200,7 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
   const int64_t per_block = taps * pl.steps * kStep * kBlockCols;
   at::Tensor packed = at::empty({p.groups * pl.cblocks * per_block}, weight.options().dtype(at::kBFloat16));
   uint16_t* wpk = reinterpret_cast<uint16_t*>(packed.mutable_data_ptr<c10::BFloat16>());
-  pack_weight(p, pl, weight.permute({0, 2, 3, 1}).contiguous(), wpk);
+  pack_weight(p, pl, weight, wpk);
   std::vector<float> b;
   if (bias) {
     const at::Tensor bf = bias->to(at::kFloat).contiguous();
@@ -206,43 +214,54 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
   at::Tensor copy = at::empty({total}, weight.options().dtype(at::kBFloat16));
   uint16_t* x = reinterpret_cast<uint16_t*>(copy.mutable_data_ptr<c10::BFloat16>());
   // Channel blocks per task run: their packed weight within kWeightBytes.
-  const int64_t run = std::clamp<int64_t>(kWeightBytes / (2 * per_block), 1, pl.cblocks);
-  const int64_t runs = (pl.cblocks + run - 1) / run;
+  // Runs of equal length: threads take contiguous ranges of tasks, so an odd short run would
+  // leave one thread most of the work.
+  const int64_t run_max = std::clamp<int64_t>(kWeightBytes / (2 * per_block), 1, pl.cblocks);
+  const int64_t runs = (pl.cblocks + run_max - 1) / run_max;
+  const int64_t run = (pl.cblocks + runs - 1) / runs;
   uint16_t* y = reinterpret_cast<uint16_t*>(output.mutable_data_ptr<c10::BFloat16>());
   const Strides4 ys = strides4(output);
-  const int64_t work = pl.blocks == 0 ? 1 : run * kBlockRows * kBlockCols * taps * pl.cp;
+  const int64_t work = run * kTaskBlocks * kBlockRows * kBlockCols * taps * pl.cp;
+  const int64_t tap_run = std::clamp<int64_t>(kL1WeightBytes / (2 * pl.steps * kStep * kBlockCols), 1, taps);
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
     const int64_t count = std::min(chunk, p.batch - n0);
     copy_images(p, pl, input, n0, count, total, x);
-    // Tasks: (group, run of channel blocks, image, pixel block), pixel blocks innermost so a
-    // thread's consecutive tasks share the run's weight.
-    const int64_t tasks = p.groups * runs * count * pl.blocks;
+    // Tasks: (group, run of channel blocks, image, kTaskBlocks pixel blocks), pixel blocks
+    // innermost so a thread's consecutive tasks share the run's weight. Within a task, the
+    // taps go in runs whose packed weight fits L1 (kL1WeightBytes), each run over all of the
+    // task's pixel blocks, the sums kept in `c` between runs.
+    const int64_t groups_of_blocks = (pl.blocks + kTaskBlocks - 1) / kTaskBlocks;
+    const int64_t tasks = p.groups * runs * count * groups_of_blocks;
     at::parallel_for(0, tasks, grain_for(work, int64_t(1) << 22), [&](int64_t t0, int64_t t1) {
       avx512_amx::configure();
-      alignas(64) float c[kBlockRows * kBlockCols];
+      alignas(64) float c[kTaskBlocks * kBlockRows * kBlockCols];
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t pb = t % pl.blocks, n = t / pl.blocks % count;
-        const int64_t rr = t / (pl.blocks * count) % runs, g = t / (pl.blocks * count * runs);
-        const uint16_t* a = x + n * pl.image + pb * kBlockRows * pl.cx + g * pl.cp;
+        const int64_t pg = t % groups_of_blocks, n = t / groups_of_blocks % count;
+        const int64_t rr = t / (groups_of_blocks * count) % runs;
+        const int64_t g = t / (groups_of_blocks * count * runs);
+        const int64_t pb0 = pg * kTaskBlocks, pb1 = std::min(pl.blocks, pb0 + kTaskBlocks);
+        const uint16_t* a = x + n * pl.image + g * pl.cp;
         for (int64_t cb = rr * run; cb < std::min(pl.cblocks, (rr + 1) * run); ++cb) {
-          avx512_amx::block_32x32(a, pl.cx, pl.off.data(), static_cast<int>(taps),
-                                  static_cast<int>(pl.steps), wpk + (g * pl.cblocks + cb) * per_block, c);
+          const uint16_t* wb = wpk + (g * pl.cblocks + cb) * per_block;
+          for (int64_t tap0 = 0; tap0 < taps; tap0 += tap_run) {
+            const int tn = static_cast<int>(std::min(tap_run, taps - tap0));
+            for (int64_t pb = pb0; pb < pb1; ++pb)
+              avx512_amx::block_32x32(a + pb * kBlockRows * pl.cx, pl.cx, pl.off.data() + tap0, tn,
+                                      static_cast<int>(pl.steps), wb + tap0 * pl.steps * kStep * kBlockCols,
+                                      c + (pb - pb0) * kBlockRows * kBlockCols, tap0 > 0);
+          }
           const int64_t o0 = g * pl.cog + cb * kBlockCols;
           const int cols = static_cast<int>(std::min<int64_t>(kBlockCols, pl.cog - cb * kBlockCols));
           const float* bb = b.empty() ? nullptr : b.data() + o0;
-          for (int64_t i = 0; i < kBlockRows; ++i) {
-            const int64_t j = pb * kBlockRows + i;
-            if (j >= pl.pixels) break;
+          for (int64_t j = pb0 * kBlockRows; j < std::min(pl.pixels, pb1 * kBlockRows); ++j) {
             const int64_t oh = j / pl.wc, ow = j % pl.wc;
             if (ow >= p.out_width) continue;
+            const float* row = c + (j - pb0 * kBlockRows) * kBlockCols;
             uint16_t* out = y + (n0 + n) * ys.n + oh * ys.h + ow * ys.w + o0 * ys.c;
             if (ys.c == 1) {
-              avx512_amx::round_row(c + i * kBlockCols, bb, cols, out);
+              avx512_amx::round_row(row, bb, cols, out);
             } else {
-              for (int col = 0; col < cols; ++col) {
-                const c10::BFloat16 v(c[i * kBlockCols + col] + (bb ? bb[col] : 0.0f));
-                out[col * ys.c] = v.x;
-              }
+              for (int col = 0; col < cols; ++col) out[col * ys.c] = c10::BFloat16(row[col] + (bb ? bb[col] : 0.0f)).x;
             }
           }
         }

@@ -20,7 +20,7 @@ namespace avx512_amx {
 void configure();
 void release();
 
-// c[i * 32 + j] = sum over taps t < taps, steps s < steps, e < 32 of
+// c[i * 32 + j] (+)= sum over taps t < taps, steps s < steps, e < 32 of
 //     a[i * a_stride + off[t] + s * 32 + e] * W[t][s][j][e]
 // for the block's 32 rows i (output pixels) and 32 columns j (output channels): bf16 values
 // (raw bits) multiplied and summed in float by TDPBF16PS. `a` is a zero-padded channels-last
@@ -28,8 +28,15 @@ void release();
 // 32-channel block, [t][s][half][16 rows][16 columns][2] (VNNI pairs: row r holds reduction
 // elements 2r and 2r + 1). Rows i past the output are computed from whatever the copy holds
 // there (the driver allocates it) and discarded: a row of c depends on row i of a alone.
+// With `accumulate`, the sums continue those already in c (a run of taps at a time: the same
+// float additions in the same order as one call over every tap).
 void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int taps, int steps,
-                 const uint16_t* b, float* c);
+                 const uint16_t* b, float* c, bool accumulate);
+
+// One step of one tap of a 32-channel weight block in VNNI pairs: dst[(h * 16 + r) * 16 + j] =
+// pair r of rows[h * 16 + j] (32-bit: reduction elements 2r and 2r + 1), for h < 2, r, j < 16:
+// 16 x 16 transposes of 32-bit pairs. rows[i] points at 32 consecutive bf16 values.
+void pack_step(const uint16_t* const* rows, uint16_t* dst);
 
 // dst[j] = bf16(src[j] + bias[j]) for j < n (n <= 32; bias may be null), rounded to nearest
 // even, NaN as 0x7FC0: c10::BFloat16's conversion.
