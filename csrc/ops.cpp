@@ -246,6 +246,25 @@ PyObject* cpu_query(PyObject*, PyObject* args) {
   return Py_BuildValue("(Ns)", names, record.selected.c_str());
 }
 
+// convpool._C._cpu_isas(): the instruction sets registry entries may need that this CPU reaches
+// (isa_reached: "generic" ... "avx512", and "amx" where the CPU and Linux allow AMX).
+PyObject* cpu_isas(PyObject*, PyObject*) {
+  using convpool::cpu::Isa;
+  PyObject* out = PyList_New(0);
+  if (out == nullptr) return nullptr;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512, Isa::amx}) {
+    if (!convpool::cpu::isa_reached(isa)) continue;
+    PyObject* name = PyUnicode_FromString(convpool::cpu::isa_name(isa));
+    if (name == nullptr || PyList_Append(out, name) != 0) {
+      Py_XDECREF(name);
+      Py_DECREF(out);
+      return nullptr;
+    }
+    Py_DECREF(name);
+  }
+  return out;
+}
+
 // convpool._C._cpu_algorithm_table(): every registered CPU algorithm as (op, name, isa), op the
 // torch.ops.convpool name; for tests and force()'s check.
 PyObject* cpu_algorithm_table(PyObject*, PyObject*) {
@@ -313,6 +332,7 @@ PyMethodDef methods[] = {
     {"_cpu_force", cpu_force, METH_VARARGS, "get / set the forced CPU algorithm"},
     {"_cpu_query", cpu_query, METH_VARARGS, "record the next CPU op's algorithms"},
     {"_cpu_algorithm_table", cpu_algorithm_table, METH_NOARGS, "every CPU algorithm"},
+    {"_cpu_isas", cpu_isas, METH_NOARGS, "the instruction sets CPU algorithms may need that this CPU reaches"},
     {"_cpu_isa", cpu_isa, METH_NOARGS, "ISA of the CPU GEMM kernels"},
     {"_cpu_fma_peak", cpu_fma_peak, METH_VARARGS, "measured fp32 FMA peak, GFLOP/s"},
     {"_build_info", build_info, METH_NOARGS, "how this binary was built"},

@@ -17,7 +17,6 @@ from convpool.backends import cpu
 from helpers import make_tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ISA_RANK = {"generic": 0, "avx2": 1, "avx512": 2}
 CONV_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 POOL_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # Against a float64 reference (Winograd's documented float32 bound at these channel counts is
@@ -29,7 +28,7 @@ POOL_OPS = ["max_pool2d", "max_pool2d_values", "max_pool2d_backward"]
 
 
 def runnable(isa):
-    return ISA_RANK[isa] <= ISA_RANK[cpu.isa()]
+    return isa in cpu.isas()
 
 
 def conv_calls(s, layout, dtype, weight_layout="contiguous"):
@@ -131,7 +130,7 @@ def test_pool_every_applicable_algorithm_matches_torch(sample, layout, dtype):
 def test_every_registered_algorithm_runs_on_some_sample(op, name, isa):
     """Each table entry applies to a sample of tests/samples.py and, forced, matches torch."""
     if not runnable(isa):
-        pytest.skip(f"{name} needs {isa}; this CPU (after CONVPOOL_CPU_ISA) runs {cpu.isa()}")
+        pytest.skip(f"{name} needs {isa}; this CPU (after CONVPOOL_CPU_ISA) reaches {cpu.isas()}")
     pool = op.startswith("max_pool2d")
     for s, layout, dtype in pool_cases() if pool else conv_cases():
         calls = pool_calls(s, layout, dtype) if pool else conv_calls(s, layout, dtype)
@@ -167,6 +166,26 @@ def test_forcing_an_algorithm_this_cpu_lacks_says_which_isa():
     with cpu.force("pool_avx512_rows"):
         with pytest.raises(ValueError, match=r"needs avx512; this CPU runs (avx2|generic)"):
             torch.ops.convpool.max_pool2d_values(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+
+
+def test_forcing_amx_where_it_is_off_says_so():
+    """amx_bf16 needs AMX (isa "amx"): capped to AVX2 (or on a CPU without AMX) forcing it
+    names what is missing; the call is never attempted."""
+    code = ("import torch, convpool\n"
+            "from convpool.backends import cpu\n"
+            "assert 'amx' not in cpu.isas(), cpu.isas()\n"
+            "x, w = torch.zeros(1, 32, 6, 6).bfloat16(), torch.zeros(32, 32, 3, 3).bfloat16()\n"
+            "with cpu.force('amx_bf16'):\n"
+            "    try:\n"
+            "        torch.ops.convpool.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1)\n"
+            "    except ValueError as e:\n"
+            "        print(e)\n")
+    env = dict(os.environ, CONVPOOL_CPU_ISA="avx2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'amx_bf16' does not apply to conv2d" in out.stdout
+    assert "it needs amx; this CPU runs avx2" in out.stdout
 
 
 def test_unknown_name_is_refused_at_entry():

@@ -6,6 +6,12 @@
 #include <cstdlib>
 #include <string>
 
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace convpool::cpu {
 namespace {
 
@@ -33,13 +39,37 @@ Isa detect_isa() {
   return static_cast<int>(cap) < static_cast<int>(best) ? cap : best;
 }
 
+bool detect_amx() {
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+  if (active_isa() != Isa::avx512) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+  if (!amx_bf16 || !amx_tile) return false;
+  // Linux 5.16+: a process must ask before it may use the tile data state (else SIGILL).
+  constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+  unsigned long granted = 0;
+  if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) != 0) return false;
+  return (granted >> kXfeatureXtiledata) & 1;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+bool amx_usable() {
+  static const bool value = detect_amx();
+  return value;
+}
 
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::generic: return "generic";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::amx: return "amx";
   }
   return "?";
 }

@@ -114,7 +114,7 @@ void not_applicable(Op op, const char* name, const std::vector<const char*>& app
   std::ostringstream ss;
   ss << "convpool: the forced CPU algorithm '" << name << "' does not apply to " << op_name(op)
      << " " << problem;
-  if (static_cast<int>(needs) > static_cast<int>(active_isa()))
+  if (!isa_reached(needs))
     ss << " (it needs " << isa_name(needs) << "; this CPU runs " << isa_name(active_isa()) << ")";
   ss << "; applicable here: ";
   for (size_t i = 0; i < applicable.size(); ++i) ss << (i ? ", " : "") << applicable[i];

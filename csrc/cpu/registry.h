@@ -43,7 +43,7 @@ template <class Problem>
 struct Algorithm {
   const char* name;  // stable: tests, force() and tuning caches refer to it
   Op op;
-  Isa isa;      // the instruction set it needs (isa.h); active_isa() must reach it
+  Isa isa;      // the instruction set it needs (isa.h): isa_reached(isa) must hold
   int priority;  // heuristic order among equally preferred entries, lowest first
   bool (*applicable)(const Problem&);
   bool (*preferred)(const Problem&);  // nullptr: always
@@ -154,9 +154,8 @@ template <class Problem, size_t N>
 std::vector<const Algorithm<Problem>*> candidates(const Algorithm<Problem> (&table)[N], Op op,
                                                   const Problem& q) {
   std::vector<const Algorithm<Problem>*> out;
-  const Isa isa = active_isa();
   for (const auto& e : table)
-    if (e.op == op && static_cast<int>(e.isa) <= static_cast<int>(isa) && e.applicable(q))
+    if (e.op == op && isa_reached(e.isa) && e.applicable(q))
       out.push_back(&e);
   std::vector<char> pref(out.size());
   for (size_t i = 0; i < out.size(); ++i) pref[i] = !out[i]->preferred || out[i]->preferred(q);
@@ -176,11 +175,10 @@ std::vector<const Algorithm<Problem>*> candidates(const Algorithm<Problem> (&tab
 template <class Problem, size_t N>
 const Algorithm<Problem>* heuristic_first(const Algorithm<Problem> (&table)[N], Op op,
                                           const Problem& q) {
-  const Isa isa = active_isa();
   const Algorithm<Problem>* best = nullptr;
   bool best_pref = false;
   for (const auto& e : table) {
-    if (e.op != op || static_cast<int>(e.isa) > static_cast<int>(isa) || !e.applicable(q)) continue;
+    if (e.op != op || !isa_reached(e.isa) || !e.applicable(q)) continue;
     const bool pref = !e.preferred || e.preferred(q);
     if (best == nullptr || (pref && !best_pref) ||
         (pref == best_pref && e.priority < best->priority)) {

@@ -1,6 +1,6 @@
 // Convolution on AMX tiles (amx/dispatch.cpp): the conv registry's "amx_bf16" entries, bfloat16
 // fprop and stride-1 dgrad (an fprop of grad_output with the flipped weight), where the CPU has
-// AMX-BF16 and Linux grants the tile data permission.
+// AMX-BF16 and Linux grants the tile data permission (the entries need Isa::amx, isa.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,19 +9,14 @@
 
 namespace convpool::cpu::amx {
 
-// The CPU has AMX-TILE and AMX-BF16, the active ISA is AVX-512 (CONVPOOL_CPU_ISA=avx2 or
-// generic turn AMX off too), and arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) succeeded.
-// Asked once; false everywhere else, where no AMX instruction ever runs.
-bool usable();
-
-// bfloat16 conv2d, any geometry and layout, on an AMX CPU.
+// bfloat16 conv2d, any geometry and layout (the registry checks the CPU: isa_reached(Isa::amx)).
 bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype);
 // Where the heuristic wants it (measured: the rule's comment).
 bool fprop_preferred(const Conv2dParams& p);
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output);
 
-// Stride-1 dgrad as an fprop (conv_gemm::dgrad_as_fprop), bfloat16, on an AMX CPU.
+// Stride-1 dgrad as an fprop (conv_gemm::dgrad_as_fprop), bfloat16.
 bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype);
 bool dgrad_preferred(const Conv2dParams& p);
 void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,

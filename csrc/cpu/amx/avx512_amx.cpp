@@ -1,5 +1,5 @@
 // The AMX bf16 tile kernel and its store (kernels.h), compiled for AVX-512 + AMX-TILE + AMX-BF16.
-// Only ever called where amx::usable() said yes (dispatch.cpp: the CPU has AMX and Linux granted
+// Only ever called where isa_reached(Isa::amx) said yes (isa.cpp: the CPU has AMX and Linux granted
 // the tile data permission). Everything before the pragma is plain C++, so nothing of torch's is
 // built with these instructions.
 #include <immintrin.h>

@@ -27,12 +27,6 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 #include "../../shape.h"
 #include "../conv_gemm.h"
 #include "../depthwise/depthwise.h"
@@ -42,24 +36,6 @@
 
 namespace convpool::cpu::amx {
 namespace {
-
-bool detect() {
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-  if (!use_avx512()) return false;
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
-  if (!amx_bf16 || !amx_tile) return false;
-  // Linux 5.16+: a process must ask before it may use the tile data state (else SIGILL).
-  constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
-  unsigned long granted = 0;
-  if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) != 0) return false;
-  return (granted >> kXfeatureXtiledata) & 1;
-#else
-  return false;
-#endif
-}
 
 // Copy elements per chunk of images (16 MiB of bf16), and the packed weight one task walks.
 constexpr int64_t kChunkElements = int64_t(1) << 23;
@@ -178,17 +154,23 @@ void pack_weight(const Conv2dParams& p, const Plan& pl, const at::Tensor& weight
   });
 }
 
-}  // namespace
-
-bool usable() {
-  static const bool value = detect();
-  return value;
+// The input already is its own phase copy: one group of a multiple of 32 channels, no padding,
+// stride 1, dense channels_last images one after the other. A block then reads at most 32
+// pixels plus the largest tap's offset from its start, which stays inside the next image.
+bool reads_in_place(const Conv2dParams& p, const Plan& pl, const at::Tensor& input) {
+  const Strides4 s = strides4(input);
+  return p.groups == 1 && pl.cg == pl.cp && p.pad_h == 0 && p.pad_w == 0 && p.stride_h == 1 &&
+         p.stride_w == 1 && pl.hc == p.in_height && pl.wc == p.in_width && s.c == 1 &&
+         s.w == pl.cx && s.h == p.in_width * s.w && s.n == p.in_height * s.h &&
+         pl.blocks * kBlockRows * pl.cx + pl.off.back() + kStep <= 2 * pl.image;
 }
+
+}  // namespace
 
 bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype) {
   // The kernel's counts are ints; a 2^31-tap kernel is far past any memory anyway.
   return dtype == at::kBFloat16 && p.kernel_h * p.kernel_w < (int64_t(1) << 24) &&
-         p.in_channels_per_group() < (int64_t(1) << 30) && usable();
+         p.in_channels_per_group() < (int64_t(1) << 30);
 }
 
 bool fprop_preferred(const Conv2dParams& p) { return !is_depthwise(p); }
@@ -223,9 +205,8 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
   const Strides4 ys = strides4(output);
   const int64_t work = run * kTaskBlocks * kBlockRows * kBlockCols * taps * pl.cp;
   const int64_t tap_run = std::clamp<int64_t>(kL1WeightBytes / (2 * pl.steps * kStep * kBlockCols), 1, taps);
-  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
-    const int64_t count = std::min(chunk, p.batch - n0);
-    copy_images(p, pl, input, n0, count, total, x);
+  // Images [n0, n0 + count) of the operand `x` (the copy, or the input itself).
+  auto compute = [&](const uint16_t* x, int64_t n0, int64_t count) {
     // Tasks: (group, run of channel blocks, image, kTaskBlocks pixel blocks), pixel blocks
     // innermost so a thread's consecutive tasks share the run's weight. Within a task, the
     // taps go in runs whose packed weight fits L1 (kL1WeightBytes), each run over all of the
@@ -268,6 +249,18 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
       }
       avx512_amx::release();
     });
+  };
+  int64_t n_begin = 0;
+  if (reads_in_place(p, pl, input)) {
+    // Every image but the last straight from the input: its blocks' reads past its end land in
+    // the next image (and only feed discarded pixels). The last one goes through the copy.
+    n_begin = p.batch - 1;
+    compute(reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()), 0, n_begin);
+  }
+  for (int64_t n0 = n_begin; n0 < p.batch; n0 += chunk) {
+    const int64_t count = std::min(chunk, p.batch - n0);
+    copy_images(p, pl, input, n0, count, total, x);
+    compute(x, n0, count);
   }
 }
 

@@ -37,6 +37,7 @@ struct Loop {
 Loop active_loop() {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (active_isa()) {
+    case Isa::amx:  // never active_isa() (isa.h)
     case Isa::avx512: return {&avx512::fma_loop, avx512::lanes()};
     case Isa::avx2: return {&avx2::fma_loop, avx2::lanes()};
     case Isa::generic: break;

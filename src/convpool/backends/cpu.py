@@ -122,13 +122,20 @@ def force(name):
 
 def table():
     """Every registered CPU algorithm as ``(op, name, isa)``, isa the instruction set it needs
-    (``"generic"``, ``"avx2"`` or ``"avx512"``)."""
+    (``"generic"``, ``"avx2"``, ``"avx512"`` or ``"amx"``: AVX-512 with AMX-BF16 tiles)."""
     return [tuple(entry) for entry in _C._cpu_algorithm_table()]
 
 
 def isa():
     """The instruction set the CPU kernels use here: the CPU's, capped by CONVPOOL_CPU_ISA."""
     return _C._cpu_isa()
+
+
+def isas():
+    """The instruction sets of :func:`table` this CPU reaches, e.g. ``["generic", "avx2",
+    "avx512"]``, with ``"amx"`` where the CPU has AMX-BF16, Linux granted its tile state and
+    CONVPOOL_CPU_ISA leaves AVX-512 on."""
+    return _C._cpu_isas()
 
 
 def tuning_stats():
