@@ -107,6 +107,11 @@ def test_heuristic_runs_it_for_dense_bf16():
     assert cpu.selected("conv2d", x.float(), w.float(), None, *args) != "amx_bf16"
     depthwise = torch.zeros(64, 1, 3, 3, dtype=torch.bfloat16)
     assert cpu.selected("conv2d", x, depthwise, None, [1, 1], [1, 1], [1, 1], 64) != "amx_bf16"
+    # one input channel is 31 zeros of padding in each 32-channel step: the GEMM is faster there
+    speech = torch.zeros(1, 1, 40, 60, dtype=torch.bfloat16), torch.zeros(32, 1, 5, 20, dtype=torch.bfloat16)
+    assert cpu.selected("conv2d", *speech, None, [2, 2], [0, 0], [1, 1], 1) != "amx_bf16"
+    rgb = torch.zeros(1, 3, 40, 40, dtype=torch.bfloat16), torch.zeros(64, 3, 7, 7, dtype=torch.bfloat16)
+    assert cpu.selected("conv2d", *rgb, None, [2, 2], [3, 3], [1, 1], 1) == "amx_bf16"
 
 
 def test_same_result_for_one_and_two_threads(tmp_path):
