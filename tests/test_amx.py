@@ -1,5 +1,5 @@
-"""bfloat16 convolution on AMX tiles (csrc/cpu/amx/, the registry's "amx_bf16"): forced by name,
-it matches torch's float64 result rounded to bfloat16 over the geometry its driver treats apart
+"""bfloat16 convolution on AMX tiles (csrc/cpu/amx/, the registry's "amx_bf16": fprop, wgrad and
+stride-1 dgrad): forced by name, it matches torch's float64 result rounded to bfloat16 over the geometry its driver treats apart
 (stride phases, dilation, groups, channel counts that are not a multiple of 32, virtual pixels
 past the output's width, inputs read in place, chunks of images), in both layouts, with the
 non-finite pattern of torch's; the heuristic runs it for dense bfloat16 convs; results do not
@@ -83,6 +83,45 @@ def test_dgrad_matches_torch(layout):
     torch.testing.assert_close(gi.double(), xd.grad.to(torch.bfloat16).double(), rtol=8e-3, atol=0.2)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_wgrad_matches_torch(case, layout):
+    n, c, h, w_, k, kernel, stride, padding, dilation, groups = case
+    x = make_tensor((n, c, h, w_), torch.bfloat16, layout, seed=10)
+    w = make_tensor((k, c // groups) + kernel, torch.bfloat16, seed=11)
+    wd = w.double().requires_grad_(True)
+    out = F.conv2d(x.double(), wd, None, stride, padding, dilation, groups)
+    go = make_tensor(tuple(out.shape), torch.bfloat16, layout, seed=12)
+    out.backward(go.double())
+    args = (go, x, list(w.shape), list(stride), list(padding), list(dilation), groups)
+    with cpu.force("amx_bf16"):
+        assert cpu.selected("conv2d_grad_weight", *args) == "amx_bf16"
+        gw = torch.ops.convpool.conv2d_grad_weight(*args)
+    pixels = out.shape[0] * out.shape[2] * out.shape[3]
+    torch.testing.assert_close(gw.double(), wd.grad.to(torch.bfloat16).double(), rtol=8e-3,
+                               atol=2e-3 * pixels ** 0.5)
+
+
+def test_wgrad_with_non_finite_input_matches_torch():
+    """The virtual pixels multiply input values by zero: an inf there must not make a NaN, so
+    such an input runs the GEMM instead (the pattern then is torch's)."""
+    x = make_tensor((2, 32, 8, 8), torch.bfloat16, "channels_last", seed=13)
+    x[0, 4, 3, 7] = float("inf")   # read by the virtual columns of row 3 at the left taps
+    x[1, 9, 0, 0] = float("nan")
+    w = torch.zeros(16, 32, 3, 3, dtype=torch.bfloat16)
+    go = make_tensor((2, 16, 8, 8), torch.bfloat16, "channels_last", seed=14)
+    args = (go, x, list(w.shape), [1, 1], [1, 1], [1, 1], 1)
+    with cpu.force("amx_bf16"):
+        gw = torch.ops.convpool.conv2d_grad_weight(*args)
+    wd = w.double().requires_grad_(True)
+    F.conv2d(x.double(), wd, None, 1, 1).backward(go.double())
+    assert torch.equal(gw.isnan(), wd.grad.isnan())
+    assert torch.equal(gw.isinf(), wd.grad.isinf())
+    finite = wd.grad.isfinite()
+    torch.testing.assert_close(gw.double()[finite], wd.grad.to(torch.bfloat16).double()[finite],
+                               rtol=8e-3, atol=0.1)
+
+
 def test_non_finite_inputs_propagate_as_in_torch():
     """inf and NaN reach exactly the outputs whose window holds them (padding and the virtual
     columns read real neighbours but never feed a kept output)."""
@@ -122,13 +161,15 @@ def test_same_result_for_one_and_two_threads(tmp_path):
         "g = torch.Generator().manual_seed(0)\n"
         "x = torch.randn(3, 96, 15, 15, generator=g).bfloat16()\n"
         "w = torch.randn(80, 96, 3, 3, generator=g).bfloat16()\n"
+        "go = torch.randn(3, 80, 8, 8, generator=g).bfloat16()\n"
         "with cpu.force('amx_bf16'):\n"
         "    y = convpool.conv2d(x, w, None, 2, 1)\n"
-        "torch.save(y, {!r})\n")
+        "    gw = torch.ops.convpool.conv2d_grad_weight(go, x, [80, 96, 3, 3], [2, 2], [1, 1], [1, 1], 1)\n"
+        "torch.save((y, gw), {!r})\n")
     outs = []
     for threads in (1, 2):
         path = str(tmp_path / f"y{threads}.pt")
         subprocess.run([sys.executable, "-c", code.format(threads, path)], check=True, cwd=HERE,
                        timeout=300)
         outs.append(torch.load(path))
-    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])

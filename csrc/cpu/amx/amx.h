@@ -16,6 +16,12 @@ bool fprop_preferred(const Conv2dParams& p);
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output);
 
+// wgrad, bfloat16, any geometry and layout (an input holding inf or NaN runs gemm_im2col).
+bool wgrad_applies(const Conv2dParams& p, c10::ScalarType dtype);
+bool wgrad_preferred(const Conv2dParams& p);
+void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+           at::Tensor& grad_weight);
+
 // Stride-1 dgrad as an fprop (conv_gemm::dgrad_as_fprop), bfloat16.
 bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype);
 bool dgrad_preferred(const Conv2dParams& p);

@@ -82,6 +82,60 @@ void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int ta
   _tile_stored(3, c + 16 * 32 + 16, 128);
 }
 
+void wgrad_block_32x32(const uint16_t* a, int64_t a_stride, const uint16_t* b, int64_t b_stride,
+                       int64_t steps, float* c, int64_t ldc, bool accumulate) {
+  const int64_t c_bytes = ldc * 4;
+  float* c1 = c + 16 * ldc;
+  if (accumulate) {
+    _tile_loadd(0, c, c_bytes);
+    _tile_loadd(1, c + 16, c_bytes);
+    _tile_loadd(2, c1, c_bytes);
+    _tile_loadd(3, c1 + 16, c_bytes);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t a_bytes = a_stride * 2, b_bytes = b_stride * 2;
+  const uint16_t* a1 = a + 16 * a_stride;
+  for (int64_t s = 0; s < steps; ++s, a += kStep, a1 += kStep, b += 16 * b_stride) {
+    _tile_loadd(4, a, a_bytes);
+    _tile_loadd(6, b, b_bytes);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, b + 32, b_bytes);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1, a_bytes);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, c_bytes);
+  _tile_stored(1, c + 16, c_bytes);
+  _tile_stored(2, c1, c_bytes);
+  _tile_stored(3, c1 + 16, c_bytes);
+}
+
+void interleave(const uint16_t* a, const uint16_t* b, int64_t n, uint16_t* out) {
+  alignas(64) static constexpr uint16_t kLow[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i lo = _mm512_load_si512(kLow);
+  const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+  for (int64_t i = 0; i < n; i += 32) {
+    const int64_t left = n - i;
+    const __mmask32 m = left >= 32 ? ~__mmask32(0) : (__mmask32(1) << left) - 1;
+    const __m512i va = _mm512_maskz_loadu_epi16(m, a + i), vb = _mm512_maskz_loadu_epi16(m, b + i);
+    const __m512i p0 = _mm512_permutex2var_epi16(va, lo, vb), p1 = _mm512_permutex2var_epi16(va, hi, vb);
+    if (left >= 32) {
+      _mm512_storeu_si512(out + 2 * i, p0);
+      _mm512_storeu_si512(out + 2 * i + 32, p1);
+    } else {  // 2 * left values: the first min(32, 2 left) from p0, the rest from p1
+      const int64_t w = 2 * left;
+      _mm512_mask_storeu_epi16(out + 2 * i, w >= 32 ? ~__mmask32(0) : (__mmask32(1) << w) - 1, p0);
+      if (w > 32) _mm512_mask_storeu_epi16(out + 2 * i + 32, (__mmask32(1) << (w - 32)) - 1, p1);
+    }
+  }
+}
+
 void pack_step(const uint16_t* const* rows, uint16_t* dst) {
   for (int h = 0; h < 2; ++h, rows += 16, dst += 512) {
     __m512i r[16], t[16];

@@ -24,6 +24,7 @@
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -81,9 +82,11 @@ Plan make_plan(const Conv2dParams& p) {
 }
 
 // The phase copy of images [n0, n0 + count) of `src` (zeros around and past each group's
-// channels), then zeros to `total` elements (what the last blocks read past the images).
-void copy_images(const Conv2dParams& p, const Plan& pl, const at::Tensor& src, int64_t n0,
+// channels), then zeros to `total` elements (what the last blocks read past the images). Returns
+// false if a value copied is inf or NaN (all exponent bits set).
+bool copy_images(const Conv2dParams& p, const Plan& pl, const at::Tensor& src, int64_t n0,
                  int64_t count, int64_t total, uint16_t* dst) {
+  std::atomic<bool> finite{true};
   const uint16_t* s = reinterpret_cast<const uint16_t*>(src.const_data_ptr<c10::BFloat16>());
   const Strides4 ss = strides4(src);
   const int64_t sh = p.stride_h, sw = p.stride_w;
@@ -111,11 +114,15 @@ void copy_images(const Conv2dParams& p, const Plan& pl, const at::Tensor& src, i
             for (int64_t c = 0; c < pl.cg; ++c) out[c] = from[c * ss.c];
           }
           std::memset(out + pl.cg, 0, sizeof(uint16_t) * (pl.cp - pl.cg));
+          bool special = false;  // every exponent bit set: inf or NaN
+          for (int64_t c = 0; c < pl.cg; ++c) special |= (out[c] & 0x7F80) == 0x7F80;
+          if (special) finite.store(false, std::memory_order_relaxed);
         }
       }
     }
   });
   std::memset(dst + count * pl.image, 0, sizeof(uint16_t) * (total - count * pl.image));
+  return finite.load();
 }
 
 // The weight in VNNI pairs: [group][channel block][tap][step][half][16 rows][16 channels][2].
@@ -272,6 +279,119 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
     compute(x, n0, count);
   }
 }
+
+// wgrad: per tap, grad_weight[o][c] = sum over pixels of grad_output[pixel][o] * x[pixel at the
+// tap][c], the pixels the reduction: rows o (A: grad_output packed [image][group][o][virtual
+// pixel], zeros in the virtual columns and past the image's last block), columns c (B: the phase
+// copy re-paired into VNNI pairs of consecutive pixels per 32-channel block, once starting at even
+// pixels and once at odd ones, so a tap at any pixel offset reads one of them as a tile). Tasks are (group,
+// tap, 32 output channels, 32 input channels); each sums its block image by image, pixels in
+// order, in float (kept in `acc` across chunks of images): the same order for any thread count.
+// The virtual pixels multiply real input values by zero, so an input holding inf or NaN runs
+// gemm_im2col instead (0 * inf would be NaN where PyTorch's sum has no such term).
+void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+           at::Tensor& grad_weight) {
+  const Plan pl = make_plan(p);
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t ppad = pl.blocks * kBlockRows;           // virtual pixels of an image, padded
+  const int64_t image_px = pl.image / pl.cx;            // pixels of an image's phase copy
+  int64_t max_px = 0;
+  for (int64_t o : pl.off) max_px = std::max(max_px, o / pl.cx);
+  const int64_t pairs = (ppad + max_px) / 2 + 1;         // pairs a tap of an image can reach
+  const int64_t cogp = pl.cblocks * kBlockCols;
+  const int64_t chunk = std::clamp<int64_t>(kChunkElements / std::max<int64_t>(1, pl.image + pairs * 2 * pl.cx), 1, p.batch);
+  const int64_t total = std::max(chunk * pl.image, ((chunk - 1) * image_px + 2 * pairs + 2) * pl.cx) + kStep;
+  const auto bf16 = input.options().dtype(at::kBFloat16);
+  at::Tensor copy = at::empty({total}, bf16);
+  at::Tensor paired = at::empty({2 * chunk * pairs * pl.cx * 2}, bf16);  // even, odd: [cb][n][m][32][2]
+  at::Tensor go = at::empty({p.groups * cogp * chunk * ppad}, bf16);
+  at::Tensor acc = at::empty({p.groups * taps * cogp * pl.cp}, input.options().dtype(at::kFloat));
+  uint16_t* x = reinterpret_cast<uint16_t*>(copy.mutable_data_ptr<c10::BFloat16>());
+  uint16_t* pr = reinterpret_cast<uint16_t*>(paired.mutable_data_ptr<c10::BFloat16>());
+  uint16_t* gp = reinterpret_cast<uint16_t*>(go.mutable_data_ptr<c10::BFloat16>());
+  float* sums = acc.mutable_data_ptr<float>();
+  const uint16_t* gsrc = reinterpret_cast<const uint16_t*>(grad_output.const_data_ptr<c10::BFloat16>());
+  const Strides4 gs = strides4(grad_output);
+  const int64_t cib = pl.cp / kBlockCols;
+  bool parity_read[2] = {false, false};
+  for (int64_t o : pl.off) parity_read[(o / pl.cx) & 1] = true;
+  const int64_t blocks_x = pl.cx / kBlockCols;  // 32-channel blocks of the copy (all groups)
+  const int64_t pair_row = 2 * kBlockCols;       // elements from one pair of pixels to the next
+  for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
+    const int64_t count = std::min(chunk, p.batch - n0);
+    if (!copy_images(p, pl, input, n0, count, total, x)) {
+      conv_gemm::wgrad(p, grad_output, input, grad_weight);  // see above: inf or NaN in the input
+      return;
+    }
+    // VNNI pairs: even[cb][n][m][c] = (x[n][2m][32 cb + c], x[n][2m + 1][32 cb + c]), odd: pixels
+    // 2m + 1, 2m + 2; only the parities some tap reads. A 32-channel block's pairs are contiguous,
+    // so a task streams its own block.
+    at::parallel_for(0, 2 * count * pairs, grain_for(2 * pl.cx, 16384), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t parity = r / (count * pairs), n = r / pairs % count, m = r % pairs;
+        if (!parity_read[parity]) continue;
+        const uint16_t* a0 = x + (n * image_px + 2 * m + parity) * pl.cx;
+        for (int64_t cb = 0; cb < blocks_x; ++cb)
+          avx512_amx::interleave(a0 + cb * kBlockCols, a0 + pl.cx + cb * kBlockCols, kBlockCols,
+                                 pr + (((parity * blocks_x + cb) * count + n) * pairs + m) * pair_row);
+      }
+    });
+    // grad_output as [image][group][o][virtual pixel]: zeros, then per output row blocks of 32
+    // pixels, each channel's 32 values written as one run (reads stay within the block).
+    std::memset(gp, 0, sizeof(uint16_t) * p.groups * cogp * count * ppad);
+    const int64_t ow_blocks = (p.out_width + 31) / 32;
+    at::parallel_for(0, count * p.groups * p.out_height * ow_blocks, grain_for(32 * pl.cog, 16384),
+                     [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t wb = r % ow_blocks, oh = r / ow_blocks % p.out_height;
+        const int64_t g = r / (ow_blocks * p.out_height) % p.groups, n = r / (ow_blocks * p.out_height * p.groups);
+        const int64_t ow0 = wb * 32, ow1 = std::min(p.out_width, ow0 + 32);
+        const uint16_t* src = gsrc + (n0 + n) * gs.n + g * pl.cog * gs.c + oh * gs.h;
+        uint16_t* out = gp + (n * p.groups + g) * cogp * ppad + oh * pl.wc;
+        for (int64_t o = 0; o < pl.cog; ++o)
+          for (int64_t ow = ow0; ow < ow1; ++ow) out[o * ppad + ow] = src[ow * gs.w + o * gs.c];
+      }
+    });
+    // One image at a time over every task: its packed grad_output and pairs (about a MiB for a
+    // 56 x 56 x 64 layer) stay in L2 while all taps and channel blocks read them.
+    const int64_t tasks = p.groups * taps * pl.cblocks * cib;
+    const int64_t work = ppad * kBlockRows * kBlockCols;
+    for (int64_t n = 0; n < count; ++n) {
+      const bool accumulate = n0 > 0 || n > 0;
+      at::parallel_for(0, tasks, grain_for(work, int64_t(1) << 22), [&](int64_t t0, int64_t t1) {
+        avx512_amx::configure();
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t ci = t % cib, ob = t / cib % pl.cblocks, tap = t / (cib * pl.cblocks) % taps;
+          const int64_t g = t / (cib * pl.cblocks * taps);
+          const int64_t px = pl.off[tap] / pl.cx, parity = px & 1;
+          float* c = sums + ((g * taps + tap) * cogp + ob * kBlockCols) * pl.cp + ci * kBlockCols;
+          const uint16_t* a = gp + ((n * p.groups + g) * cogp + ob * kBlockCols) * ppad;
+          const uint16_t* b =
+              pr + (((parity * blocks_x + g * cib + ci) * count + n) * pairs + (px - parity) / 2) * pair_row;
+          avx512_amx::wgrad_block_32x32(a, ppad, b, pair_row, pl.blocks, c, pl.cp, accumulate);
+        }
+        avx512_amx::release();
+      });
+    }
+  }
+  // grad_weight[g * cog + o][c][kh][kw] = the tap's sum, rounded once.
+  uint16_t* gw = reinterpret_cast<uint16_t*>(grad_weight.mutable_data_ptr<c10::BFloat16>());
+  const Strides4 ws = strides4(grad_weight);
+  at::parallel_for(0, p.groups * pl.cog, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t g = r / pl.cog, o = r % pl.cog;
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        const float* s = sums + ((g * taps + tap) * cogp + o) * pl.cp;
+        uint16_t* w = gw + r * ws.n + (tap / p.kernel_w) * ws.h + (tap % p.kernel_w) * ws.w;
+        for (int64_t c = 0; c < pl.cg; ++c) w[c * ws.c] = c10::BFloat16(s[c]).x;
+      }
+    }
+  });
+}
+
+bool wgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) { return fprop_applies(p, dtype); }
+
+bool wgrad_preferred(const Conv2dParams& p) { return fprop_preferred(p); }
 
 bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) {
   return conv_gemm::dgrad_as_fprop(p) && fprop_applies(conv_gemm::dgrad_as_fprop_params(p), dtype);

@@ -33,6 +33,17 @@ void release();
 void block_32x32(const uint16_t* a, int64_t a_stride, const int64_t* off, int taps, int steps,
                  const uint16_t* b, float* c, bool accumulate);
 
+// wgrad's block: c[i * ldc + j] (+)= sum over k < 32 * steps of a[i * a_stride + k] * B[k][j]
+// for i, j < 32: rows i are output channels (a: grad_output, pixels contiguous), columns j input
+// channels, the reduction k output pixels; b holds B in VNNI pairs of pixels, row r (pixels 2r,
+// 2r + 1 of the block) at b + r * b_stride, 32 channels x 2 values each. `c` is float, ldc floats
+// from one row to the next. Without `accumulate` the sums start at zero.
+void wgrad_block_32x32(const uint16_t* a, int64_t a_stride, const uint16_t* b, int64_t b_stride,
+                       int64_t steps, float* c, int64_t ldc, bool accumulate);
+
+// out[2i] = a[i], out[2i + 1] = b[i] for i < n: two pixels' channels as VNNI pairs.
+void interleave(const uint16_t* a, const uint16_t* b, int64_t n, uint16_t* out);
+
 // One step of one tap of a 32-channel weight block in VNNI pairs: dst[(h * 16 + r) * 16 + j] =
 // pair r of rows[h * 16 + j] (32-bit: reduction elements 2r and 2r + 1), for h < 2, r, j < 16:
 // 16 x 16 transposes of 32-bit pairs. rows[i] points at 32 consecutive bf16 values.
