@@ -216,6 +216,25 @@ def test_algorithms_lists_the_same_under_a_forced_algorithm_that_cannot_run():
         assert cpu._C._cpu_force() == "winograd_f4x4"
 
 
+def test_algorithms_leaves_the_forced_name_alone(monkeypatch):
+    """The forced name is one per process: algorithms() must not clear it around its query, or an
+    op running on another thread meanwhile would run unforced."""
+    calls = []
+    real = cpu._C._cpu_force
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(cpu._C, "_cpu_force", spy)
+    x, w = torch.randn(2, 8, 13, 11), torch.randn(16, 8, 3, 3)
+    with cpu.force("winograd_f4x4"):
+        calls.clear()
+        assert "winograd_f4x4" not in cpu.algorithms("conv2d", x, w, None, [2, 2], [1, 1], [1, 1], 1)
+        assert "winograd_f4x4" in cpu.algorithms("conv2d", x, w, None, [1, 1], [1, 1], [1, 1], 1)
+        assert not [c for c in calls if c], calls  # no call set it
+
+
 def test_algorithms_accepts_the_op_itself_and_checks_arguments():
     x, w = torch.randn(2, 4, 6, 6), torch.randn(6, 4, 3, 3)
     args = [x, w, None, [1, 1], [1, 1], [1, 1], 1]

@@ -309,6 +309,16 @@ template <class Problem, size_t N>
 void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
               std::string (*describe)(const Problem&), TuneKey (*key)(Op, const Problem&),
               int64_t work) {
+  QueryRecord* const record = active_query();
+  if (record != nullptr) {
+    // The applicable list before anything is selected: a forced algorithm that cannot run this
+    // call raises below, and cpu.algorithms() still gets the list (without touching the
+    // process-wide forced name, which another thread's ops read meanwhile).
+    record->applicable.clear();
+    for (const auto* e : candidates(table, op, q)) record->applicable.push_back(e->name);
+    record->selected.clear();
+    record->recorded = true;
+  }
   const Algorithm<Problem>* chosen = nullptr;
   const char* name = forced();
   if (name != nullptr && named_entry(table, op, name) != nullptr) {
@@ -332,11 +342,8 @@ void dispatch(const Algorithm<Problem> (&table)[N], Op op, const Problem& q,
     }
   }
   if (chosen == nullptr) chosen = &select(table, op, q, describe);
-  if (QueryRecord* record = active_query()) {
-    record->applicable.clear();
-    for (const auto* e : candidates(table, op, q)) record->applicable.push_back(e->name);
+  if (record != nullptr) {
     record->selected = chosen->name;
-    record->recorded = true;
     return;
   }
   if (work < kSerialWork) {

@@ -61,7 +61,10 @@ def _op_name(op):
     return qualified.split("::")[-1]
 
 
-def _query(op, args, kwargs):
+def _query(op, args, kwargs, selection_may_fail=False):
+    """(applicable names, selected name) of the op's CPU call, or None where no CPU kernel runs.
+    With ``selection_may_fail``, a forced algorithm that cannot run the call (the op raises
+    after the applicable list is recorded) gives that list and an empty selected name."""
     name = _op_name(op)
     packet = getattr(torch.ops.convpool, name, None)
     if packet is None:
@@ -70,9 +73,15 @@ def _query(op, args, kwargs):
         _C._cpu_query(True)
         try:
             packet(*args, **kwargs)
-        finally:
+        except ValueError:
             record = _C._cpu_query(False)
-    return record
+            if selection_may_fail and record is not None:
+                return record
+            raise
+        except BaseException:
+            _C._cpu_query(False)
+            raise
+        return _C._cpu_query(False)
 
 
 def algorithms(op, *args, **kwargs):
@@ -85,12 +94,7 @@ def algorithms(op, *args, **kwargs):
     empty where no CPU kernel runs (an empty output, tensors not on the CPU). A forced algorithm
     (``force``, ``CONVPOOL_CPU_ALGO``) does not change the list, applicable or not.
     """
-    forced = _C._cpu_force()
-    _C._cpu_force(None)  # else a forced name that cannot run this call raises in the query
-    try:
-        record = _query(op, args, kwargs)
-    finally:
-        _C._cpu_force(forced)
+    record = _query(op, args, kwargs, selection_may_fail=True)
     return [] if record is None else list(record[0])
 
 
