@@ -138,6 +138,23 @@ def test_non_finite_inputs_propagate_as_in_torch():
     assert torch.equal(y.isneginf(), expected.isneginf())
 
 
+def test_folded_first_layer_with_non_finite_input_matches_torch():
+    """Few input channels fold a kernel row's taps into one step: the pixels past a run are
+    multiplied by zero weights, so an input holding inf or NaN takes the unfolded plan (whose
+    pattern of non-finite outputs is torch's)."""
+    x = make_tensor((2, 3, 20, 21), torch.bfloat16, "channels_last", seed=15)
+    x[0, 1, 4, 9] = float("inf")
+    x[1, 2, 13, 0] = float("nan")
+    w = make_tensor((16, 3, 5, 5), torch.bfloat16, seed=16).abs()
+    with cpu.force("amx_bf16"):
+        y = convpool.conv2d(x, w, None, 2, 2)
+        clean = convpool.conv2d(x.nan_to_num(posinf=0.0), w, None, 2, 2)
+    expected = F.conv2d(x.double(), w.double(), None, 2, 2)
+    assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(y.isinf(), expected.isinf())
+    torch.testing.assert_close(clean.double(), F.conv2d(x.nan_to_num(posinf=0.0).double(), w.double(), None, 2, 2)
+                               .to(torch.bfloat16).double(), rtol=8e-3, atol=0.05)
+
+
 def test_heuristic_runs_it_for_dense_bf16():
     x = torch.zeros(2, 64, 14, 14, dtype=torch.bfloat16)
     w = torch.zeros(64, 64, 3, 3, dtype=torch.bfloat16)
@@ -146,9 +163,11 @@ def test_heuristic_runs_it_for_dense_bf16():
     assert cpu.selected("conv2d", x.float(), w.float(), None, *args) != "amx_bf16"
     depthwise = torch.zeros(64, 1, 3, 3, dtype=torch.bfloat16)
     assert cpu.selected("conv2d", x, depthwise, None, [1, 1], [1, 1], [1, 1], 64) != "amx_bf16"
-    # one input channel is 31 zeros of padding in each 32-channel step: the GEMM is faster there
+    # one input channel: a kernel row's taps fold into one step, so AMX runs it ...
     speech = torch.zeros(1, 1, 40, 60, dtype=torch.bfloat16), torch.zeros(32, 1, 5, 20, dtype=torch.bfloat16)
-    assert cpu.selected("conv2d", *speech, None, [2, 2], [0, 0], [1, 1], 1) != "amx_bf16"
+    assert cpu.selected("conv2d", *speech, None, [2, 2], [0, 0], [1, 1], 1) == "amx_bf16"
+    # ... but not along a dilated row, where each tap would be one channel padded to 32
+    assert cpu.selected("conv2d", *speech, None, [2, 2], [0, 0], [1, 2], 1) != "amx_bf16"
     rgb = torch.zeros(1, 3, 40, 40, dtype=torch.bfloat16), torch.zeros(64, 3, 7, 7, dtype=torch.bfloat16)
     assert cpu.selected("conv2d", *rgb, None, [2, 2], [3, 3], [1, 1], 1) == "amx_bf16"
 

@@ -166,19 +166,38 @@ void pack_step(const uint16_t* const* rows, uint16_t* dst) {
   }
 }
 
+namespace {
+
+// 16 floats to bf16 (round to nearest even, NaN as 0x7FC0: c10::BFloat16's conversion), the
+// lanes of m stored at dst.
+inline void store_bf16(__m512 v, __mmask16 m, uint16_t* dst) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  _mm256_mask_storeu_epi16(dst, m, _mm512_cvtepi32_epi16(r));
+}
+
+inline __mmask16 first_lanes(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+}  // namespace
+
 void round_row(const float* src, const float* bias, int n, uint16_t* dst) {
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i half = _mm512_set1_epi32(0x7FFF);
-  const __m512i qnan = _mm512_set1_epi32(0x7FC0);
   for (int j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __mmask16 m = first_lanes(n - j);
     __m512 v = _mm512_maskz_loadu_ps(m, src + j);
     if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, half)), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan);
-    _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(r));
+    store_bf16(v, m, dst + j);
+  }
+}
+
+void round_column(const float* src, int64_t stride, float bias, int n, uint16_t* dst) {
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(static_cast<int>(stride)));
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = first_lanes(n - i);
+    const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lanes, src + i * stride, 4);
+    store_bf16(_mm512_add_ps(v, _mm512_set1_ps(bias)), m, dst + i);
   }
 }
 

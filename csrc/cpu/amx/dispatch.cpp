@@ -11,11 +11,13 @@
 // 32 (one reduction step); the weight is packed per call into VNNI pairs, [group][32-channel
 // block][tap][step][16 rows x 16 channels x 2], output channels past the group's zero.
 //
-// One task is a block of 32 virtual pixels of one image and group, for a run of 32-channel
-// blocks whose packed weight stays in L2 (kWeightBytes). Each output element is computed by one
-// block in a fixed order (taps, then steps; AMX sums each pair and accumulates in float), so
-// results do not depend on the thread count. Workspace: the packed weight and the copy, for
-// chunks of images of about kChunkElements each (one image when it is larger).
+// fprop: one task is kTaskBlocks blocks of 32 virtual pixels of one image and group, for a run of
+// 32-channel blocks whose packed weight stays in L2 (kWeightBytes). Each output element is
+// computed by one block in a fixed order (taps, then steps; AMX sums each pair and accumulates in
+// float), so results do not depend on the thread count. Workspace: the packed weight and the
+// copy, for chunks of images of about kChunkElements each (one image when it is larger).
+// dgrad (stride 1) is this fprop with the weight read through a flipped view; wgrad, the same
+// copy re-paired by pixels, at its definition below.
 #include "amx.h"
 
 #include <ATen/Parallel.h>
@@ -47,22 +49,53 @@ constexpr int64_t kWeightBytes = int64_t(1) << 20;
 constexpr int64_t kTaskBlocks = 8;
 constexpr int64_t kL1WeightBytes = int64_t(32) << 10;
 
+// One reduction run of the kernel ("tap" in its comments): n taps of one kernel row kh, columns
+// kw0, kw0 + s_w, ..., which lie side by side in one phase image (a folded run) or one tap (n = 1).
+struct Entry {
+  int64_t kh, kw0, n;
+};
+
 struct Plan {
-  int64_t cg, cog, steps, cp, cx;  // per group: channels in, out; steps of 32; padded; copy's channels
+  int64_t cg, cog, steps, cp, cx;  // per group: channels in, out; steps of 32; copy channels per group, per pixel
+  bool fold;                       // entries are folded runs of taps (fold_runs)
   int64_t hc, wc;                  // a phase image
   int64_t phase, image;            // elements of a phase image, of an image's phases
   int64_t pixels, blocks;          // virtual pixels per image (H_out x W_c), their 32-blocks
   int64_t cblocks;                 // 32-channel blocks of output per group
-  std::vector<int64_t> off;        // per tap: offset in the copy
+  std::vector<Entry> entries;
+  std::vector<int64_t> off;        // per entry: offset in the copy
 };
 
-Plan make_plan(const Conv2dParams& p) {
+// Few input channels padded to 32 would waste most of each step: fold instead. One group, an
+// undilated row, so the taps of a kernel row that share a stride phase are consecutive pixels of
+// that phase image; a step then holds (a pixel's channels padded to 2) x (consecutive taps), the
+// pixels past the run multiplied by zero weights (which is why the copy must hold no inf or NaN:
+// fprop falls back to the unfolded plan where it does).
+bool fold_runs(const Conv2dParams& p) {
+  return p.groups == 1 && p.dilation_w == 1 && p.kernel_w > 1 && p.in_channels_per_group() <= 16;
+}
+
+Plan make_plan(const Conv2dParams& p, bool fold = false) {
   Plan pl;
   pl.cg = p.in_channels_per_group();
   pl.cog = p.out_channels_per_group();
-  pl.steps = (pl.cg + kStep - 1) / kStep;
-  pl.cp = pl.steps * kStep;
-  pl.cx = p.groups * pl.cp;
+  pl.fold = fold;
+  if (fold) {
+    pl.cp = pl.cx = (pl.cg + 1) / 2 * 2;
+    int64_t longest = 0;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (int64_t rw = 0; rw < std::min(p.stride_w, p.kernel_w); ++rw) {
+        pl.entries.push_back({kh, rw, (p.kernel_w - 1 - rw) / p.stride_w + 1});
+        longest = std::max(longest, pl.entries.back().n * pl.cx);
+      }
+    pl.steps = (longest + kStep - 1) / kStep;
+  } else {
+    pl.steps = (pl.cg + kStep - 1) / kStep;
+    pl.cp = pl.steps * kStep;
+    pl.cx = p.groups * pl.cp;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) pl.entries.push_back({kh, kw, 1});
+  }
   // Padded rows / columns any output reads, then per phase.
   const int64_t h_need = (p.out_height - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
   const int64_t w_need = (p.out_width - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
@@ -73,12 +106,11 @@ Plan make_plan(const Conv2dParams& p) {
   pl.pixels = p.out_height * pl.wc;
   pl.blocks = (pl.pixels + kBlockRows - 1) / kBlockRows;
   pl.cblocks = (pl.cog + kBlockCols - 1) / kBlockCols;
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const int64_t dh = kh * p.dilation_h, dw = kw * p.dilation_w;
-      pl.off.push_back(((dh % p.stride_h) * p.stride_w + dw % p.stride_w) * pl.phase +
-                       ((dh / p.stride_h) * pl.wc + dw / p.stride_w) * pl.cx);
-    }
+  for (const Entry& e : pl.entries) {
+    const int64_t dh = e.kh * p.dilation_h, dw = e.kw0 * p.dilation_w;
+    pl.off.push_back(((dh % p.stride_h) * p.stride_w + dw % p.stride_w) * pl.phase +
+                     ((dh / p.stride_h) * pl.wc + dw / p.stride_w) * pl.cx);
+  }
   return pl;
 }
 
@@ -97,7 +129,7 @@ bool copy_images(const Conv2dParams& p, const Plan& pl, const at::Tensor& src, i
       const int64_t n = r / rows, ip = r % rows, ih = ip - p.pad_h;
       uint16_t* image = dst + n * pl.image + (ip % sh) * sw * pl.phase + (ip / sh) * pl.wc * pl.cx;
       const bool row_inside = ih >= 0 && ih < p.in_height;
-      const uint16_t* row = s + (n0 + n) * ss.n + ih * ss.h;
+      const uint16_t* row = row_inside ? s + (n0 + n) * ss.n + ih * ss.h : nullptr;
       for (int64_t jp = 0; jp < pl.wc * sw; ++jp) {
         uint16_t* px = image + (jp % sw) * pl.phase + (jp / sw) * pl.cx;
         const int64_t iw = jp - p.pad_w;
@@ -155,39 +187,50 @@ WeightView dgrad_view(const Conv2dParams& p, const at::Tensor& weight) {
 // view, zeros past the group's channels), then each step of each tap is two 16 x 16
 // transposes of 32-bit pairs (pack_step).
 void pack_weight(const Conv2dParams& p, const Plan& pl, const WeightView& wv, uint16_t* dst) {
-  const int64_t taps = p.kernel_h * p.kernel_w;
-  const int64_t per_block = taps * pl.steps * kStep * kBlockCols;
+  const int64_t taps = static_cast<int64_t>(pl.entries.size());
+  const int64_t kdim = pl.steps * kStep;  // reduction elements of an entry
+  const int64_t per_block = taps * kdim * kBlockCols;
   at::parallel_for(0, p.groups * pl.cblocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<uint16_t> rows(kBlockCols * taps * pl.cp, 0);
+    std::vector<uint16_t> rows(kBlockCols * taps * kdim, 0);
     for (int64_t gb = b0; gb < b1; ++gb) {
       const int64_t g = gb / pl.cblocks, cb = gb % pl.cblocks;
       const int64_t cols = std::min<int64_t>(kBlockCols, pl.cog - cb * kBlockCols);
-      // rows[j][t][c]; the innermost loop runs along the smaller stride of the view (input
-      // channels for a conv weight, output channels for dgrad's swapped view).
+      // rows[j][t][k]; the innermost loop runs along the smaller stride of the view (input
+      // channels for a conv weight, output channels for dgrad's swapped view). A folded entry's
+      // k = q * cx + c is channel c of its q-th tap.
       const uint16_t* block = wv.base + g * wv.group + cb * kBlockCols * wv.out;
-      auto tap_at = [&](int64_t t) { return (t / p.kernel_w) * wv.h + (t % p.kernel_w) * wv.w; };
-      for (int64_t j = cols; j < kBlockCols; ++j)
-        std::memset(rows.data() + j * taps * pl.cp, 0, sizeof(uint16_t) * taps * pl.cp);
-      if (std::abs(wv.in) <= std::abs(wv.out)) {
+      auto tap_at = [&](int64_t kh, int64_t kw) { return kh * wv.h + kw * wv.w; };
+      std::fill(rows.begin(), rows.end(), uint16_t(0));
+      if (pl.fold) {
         for (int64_t j = 0; j < cols; ++j)
           for (int64_t t = 0; t < taps; ++t) {
-            uint16_t* row = rows.data() + (j * taps + t) * pl.cp;
-            const uint16_t* from = block + j * wv.out + tap_at(t);
+            const Entry& e = pl.entries[t];
+            uint16_t* row = rows.data() + (j * taps + t) * kdim;
+            for (int64_t q = 0; q < e.n; ++q) {
+              const uint16_t* from = block + j * wv.out + tap_at(e.kh, e.kw0 + q * p.stride_w);
+              for (int64_t c = 0; c < pl.cg; ++c) row[q * pl.cx + c] = from[c * wv.in];
+            }
+          }
+      } else if (std::abs(wv.in) <= std::abs(wv.out)) {
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t t = 0; t < taps; ++t) {
+            uint16_t* row = rows.data() + (j * taps + t) * kdim;
+            const uint16_t* from = block + j * wv.out + tap_at(pl.entries[t].kh, pl.entries[t].kw0);
             for (int64_t c = 0; c < pl.cg; ++c) row[c] = from[c * wv.in];
           }
       } else {
         for (int64_t t = 0; t < taps; ++t)
           for (int64_t c = 0; c < pl.cg; ++c) {
-            const uint16_t* from = block + c * wv.in + tap_at(t);
-            uint16_t* to = rows.data() + t * pl.cp + c;
-            for (int64_t j = 0; j < cols; ++j) to[j * taps * pl.cp] = from[j * wv.out];
+            const uint16_t* from = block + c * wv.in + tap_at(pl.entries[t].kh, pl.entries[t].kw0);
+            uint16_t* to = rows.data() + t * kdim + c;
+            for (int64_t j = 0; j < cols; ++j) to[j * taps * kdim] = from[j * wv.out];
           }
       }
       uint16_t* out = dst + gb * per_block;
       const uint16_t* step_rows[kBlockCols];
       for (int64_t t = 0; t < taps; ++t)
         for (int64_t st = 0; st < pl.steps; ++st, out += kStep * kBlockCols) {
-          for (int64_t j = 0; j < kBlockCols; ++j) step_rows[j] = rows.data() + (j * taps + t) * pl.cp + st * kStep;
+          for (int64_t j = 0; j < kBlockCols; ++j) step_rows[j] = rows.data() + (j * taps + t) * kdim + st * kStep;
           avx512_amx::pack_step(step_rows, out);
         }
     }
@@ -213,24 +256,44 @@ bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype) {
          p.in_channels_per_group() < (int64_t(1) << 30);
 }
 
+// Multiply-adds the kernel computes per output element over the ones the convolution has: the
+// zeros of the channel padding (and, folded, of the runs' last steps). make_plan's arithmetic,
+// without its allocations (this runs on every call's selection).
+double padding_waste(const Conv2dParams& p, bool fold) {
+  const int64_t cg = p.in_channels_per_group();
+  double computed;
+  if (fold) {
+    const int64_t run = ((p.kernel_w - 1) / p.stride_w + 1) * ((cg + 1) / 2 * 2);
+    computed = static_cast<double>(p.kernel_h * std::min(p.stride_w, p.kernel_w)) *
+               ((run + kStep - 1) / kStep * kStep);
+  } else {
+    computed = static_cast<double>(p.kernel_h * p.kernel_w) * ((cg + kStep - 1) / kStep * kStep);
+  }
+  return computed / static_cast<double>(cg * p.kernel_h * p.kernel_w);
+}
+
 // Measured on the Intel Xeon with AMX (family 6 model 167 as the VM reports it), 2 threads,
 // 2026-12-08 (run.py --quick --dtype bfloat16 --algorithms): against gemm_im2col (bf16 widened to
-// float) it won every dense row of C_in >= 3 (AlexNet conv1, 3 channels padded to 32: 0.72 ms
-// against 1.02 channels_last, 1.29 against 2.30 at batch 2; ResNet-50 1x1 64 -> 256: 0.18
-// against 0.56) and lost with 1 channel padded to 32 (DeepBench speech1: 1.93 against 1.48). So:
-// at most 16x the reduction in zero padding, and never depthwise (1 channel a group).
+// float) it won every dense row with little padding (ResNet-50 1x1 64 -> 256: 0.18 ms against
+// 0.56) and, unfolded, lost with 1 channel padded to 32 (DeepBench speech1: 1.93 against 1.48).
+// Folded (fold_runs), it won every first layer measured, batch 2 unless said, channels_last /
+// NCHW: AlexNet conv1 0.76 / 0.82 ms against 2.28 / 1.90, ResNet stem 1.04 / 1.15 against
+// 4.00 / 3.34, DeepBench speech1 2.18 / 2.22 against 3.23 / 3.17, 3 -> 64 3x3 at 32x32 batch 8
+// 0.16 / 0.19 against 0.34 / 0.36 (waste 3.6-3.9x). So: at most 16x the multiply-adds in zero
+// padding, and never depthwise.
+constexpr double kMaxWaste = 16.0;
 bool fprop_preferred(const Conv2dParams& p) {
-  const int64_t cg = p.in_channels_per_group();
-  return !is_depthwise(p) && 16 * cg >= (cg + kStep - 1) / kStep * kStep;
+  return !is_depthwise(p) && padding_waste(p, fold_runs(p)) <= kMaxWaste;
 }
 
 namespace {
 
-// fprop of `p` with the weight `wv` (fprop, or dgrad as an fprop).
-void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& wv,
-              const at::Tensor* bias, at::Tensor& output) {
-  const Plan pl = make_plan(p);
-  const int64_t taps = p.kernel_h * p.kernel_w;
+// fprop of `p` with the weight `wv` (fprop, or dgrad as an fprop). A folded plan gives up (false,
+// the output partly written) where the input holds inf or NaN.
+bool convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& wv,
+              const at::Tensor* bias, at::Tensor& output, bool fold) {
+  const Plan pl = make_plan(p, fold);
+  const int64_t taps = static_cast<int64_t>(pl.entries.size());
   const int64_t per_block = taps * pl.steps * kStep * kBlockCols;
   at::Tensor packed = at::empty({p.groups * pl.cblocks * per_block}, input.options().dtype(at::kBFloat16));
   uint16_t* wpk = reinterpret_cast<uint16_t*>(packed.mutable_data_ptr<c10::BFloat16>());
@@ -243,8 +306,8 @@ void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& 
   const int64_t max_off = *std::max_element(pl.off.begin(), pl.off.end());
   const int64_t chunk = std::clamp<int64_t>(kChunkElements / std::max<int64_t>(1, pl.image), 1, p.batch);
   // The last block of the chunk reads 32 pixels from its start, at every tap.
-  const int64_t total = std::max(chunk * pl.image,
-                                 (chunk - 1) * pl.image + pl.blocks * kBlockRows * pl.cx + max_off) + kStep;
+  const int64_t total = std::max(chunk * pl.image, (chunk - 1) * pl.image + pl.blocks * kBlockRows * pl.cx +
+                                                     max_off + pl.steps * kStep);
   at::Tensor copy = at::empty({total}, input.options().dtype(at::kBFloat16));
   uint16_t* x = reinterpret_cast<uint16_t*>(copy.mutable_data_ptr<c10::BFloat16>());
   // Channel blocks per task run: their packed weight within kWeightBytes.
@@ -255,7 +318,7 @@ void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& 
   const int64_t run = (pl.cblocks + runs - 1) / runs;
   uint16_t* y = reinterpret_cast<uint16_t*>(output.mutable_data_ptr<c10::BFloat16>());
   const Strides4 ys = strides4(output);
-  const int64_t work = run * kTaskBlocks * kBlockRows * kBlockCols * taps * pl.cp;
+  const int64_t work = run * kTaskBlocks * kBlockRows * kBlockCols * taps * pl.steps * kStep;
   const int64_t tap_run = std::clamp<int64_t>(kL1WeightBytes / (2 * pl.steps * kStep * kBlockCols), 1, taps);
   // Images [n0, n0 + count) of the operand `x` (the copy, or the input itself).
   auto compute = [&](const uint16_t* x, int64_t n0, int64_t count) {
@@ -286,15 +349,34 @@ void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& 
           const int64_t o0 = g * pl.cog + cb * kBlockCols;
           const int cols = static_cast<int>(std::min<int64_t>(kBlockCols, pl.cog - cb * kBlockCols));
           const float* bb = b.empty() ? nullptr : b.data() + o0;
-          for (int64_t j = pb0 * kBlockRows; j < std::min(pl.pixels, pb1 * kBlockRows); ++j) {
-            const int64_t oh = j / pl.wc, ow = j % pl.wc;
-            if (ow >= p.out_width) continue;
-            const float* row = c + (j - pb0 * kBlockRows) * kBlockCols;
-            uint16_t* out = y + (n0 + n) * ys.n + oh * ys.h + ow * ys.w + o0 * ys.c;
-            if (ys.c == 1) {
-              avx512_amx::round_row(row, bb, cols, out);
-            } else {
-              for (int col = 0; col < cols; ++col) out[col * ys.c] = c10::BFloat16(row[col] + (bb ? bb[col] : 0.0f)).x;
+          const int64_t j_end = std::min(pl.pixels, pb1 * kBlockRows);
+          if (ys.c == 1) {  // channels innermost: a pixel's channels are one run
+            for (int64_t j = pb0 * kBlockRows; j < j_end; ++j) {
+              const int64_t oh = j / pl.wc, ow = j % pl.wc;
+              if (ow >= p.out_width) continue;
+              avx512_amx::round_row(c + (j - pb0 * kBlockRows) * kBlockCols, bb, cols,
+                                    y + (n0 + n) * ys.n + oh * ys.h + ow * ys.w + o0);
+            }
+          } else {  // runs of up to 32 pixels of one output row, a channel at a time
+            for (int64_t j = pb0 * kBlockRows; j < j_end;) {
+              const int64_t oh = j / pl.wc, ow = j % pl.wc;
+              if (ow >= p.out_width) {
+                j += pl.wc - ow;
+                continue;
+              }
+              const int len = static_cast<int>(std::min({int64_t(32), p.out_width - ow, j_end - j}));
+              const float* first = c + (j - pb0 * kBlockRows) * kBlockCols;
+              uint16_t* out = y + (n0 + n) * ys.n + oh * ys.h + ow * ys.w + o0 * ys.c;
+              for (int col = 0; col < cols; ++col) {
+                const float bias_c = bb ? bb[col] : 0.0f;
+                if (ys.w == 1) {
+                  avx512_amx::round_column(first + col, kBlockCols, bias_c, len, out + col * ys.c);
+                } else {
+                  for (int i = 0; i < len; ++i)
+                    out[col * ys.c + i * ys.w] = c10::BFloat16(first[i * kBlockCols + col] + bias_c).x;
+                }
+              }
+              j += len;
             }
           }
         }
@@ -303,7 +385,7 @@ void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& 
     });
   };
   int64_t n_begin = 0;
-  if (reads_in_place(p, pl, input)) {
+  if (!fold && reads_in_place(p, pl, input)) {
     // Every image but the last straight from the input: its blocks' reads past its end land in
     // the next image (and only feed discarded pixels). The last one goes through the copy.
     n_begin = p.batch - 1;
@@ -311,16 +393,19 @@ void convolve(const Conv2dParams& p, const at::Tensor& input, const WeightView& 
   }
   for (int64_t n0 = n_begin; n0 < p.batch; n0 += chunk) {
     const int64_t count = std::min(chunk, p.batch - n0);
-    copy_images(p, pl, input, n0, count, total, x);
+    if (!copy_images(p, pl, input, n0, count, total, x) && fold) return false;
     compute(x, n0, count);
   }
+  return true;
 }
 
 }  // namespace
 
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
            const at::Tensor* bias, at::Tensor& output) {
-  convolve(p, input, fprop_view(p, weight), bias, output);
+  const WeightView wv = fprop_view(p, weight);
+  if (fold_runs(p) && convolve(p, input, wv, bias, output, true)) return;
+  convolve(p, input, wv, bias, output, false);
 }
 
 // wgrad: per tap, grad_weight[o][c] = sum over pixels of grad_output[pixel][o] * x[pixel at the
@@ -446,13 +531,15 @@ bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) {
   return conv_gemm::dgrad_as_fprop(p) && fprop_applies(conv_gemm::dgrad_as_fprop_params(p), dtype);
 }
 
-bool dgrad_preferred(const Conv2dParams& p) {
-  return fprop_preferred(conv_gemm::dgrad_as_fprop_params(p));
+bool dgrad_preferred(const Conv2dParams& p) {  // never folded
+  const Conv2dParams q = conv_gemm::dgrad_as_fprop_params(p);
+  return !is_depthwise(q) && padding_waste(q, false) <= kMaxWaste;
 }
 
 void dgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
            at::Tensor& grad_input) {
-  convolve(conv_gemm::dgrad_as_fprop_params(p), grad_output, dgrad_view(p, weight), nullptr, grad_input);
+  convolve(conv_gemm::dgrad_as_fprop_params(p), grad_output, dgrad_view(p, weight), nullptr, grad_input,
+           false);
 }
 
 }  // namespace convpool::cpu::amx

@@ -44,6 +44,10 @@ void wgrad_block_32x32(const uint16_t* a, int64_t a_stride, const uint16_t* b, i
 // out[2i] = a[i], out[2i + 1] = b[i] for i < n: two pixels' channels as VNNI pairs.
 void interleave(const uint16_t* a, const uint16_t* b, int64_t n, uint16_t* out);
 
+// dst[i] = bf16(src[i * stride] + bias) for i < n (n <= 32), rounded as round_row: one output
+// channel's run of pixels from a block of sums (for an output whose channels are not innermost).
+void round_column(const float* src, int64_t stride, float bias, int n, uint16_t* dst);
+
 // One step of one tap of a 32-channel weight block in VNNI pairs: dst[(h * 16 + r) * 16 + j] =
 // pair r of rows[h * 16 + j] (32-bit: reduction elements 2r and 2r + 1), for h < 2, r, j < 16:
 // 16 x 16 transposes of 32-bit pairs. rows[i] points at 32 consecutive bf16 values.
