@@ -71,16 +71,62 @@ def test_chunks_of_images():
                                rtol=8e-3, atol=0.3)
 
 
+# (N, C_in, H, W, C_out, kernel, padding, dilation, groups) of the forward conv; stride 1
+DGRAD_CASES = [
+    (2, 24, 9, 10, 40, (3, 3), (1, 1), (1, 1), 1),
+    (1, 8, 17, 16, 12, (2, 3), (1, 2), (2, 1), 2),     # groups, dilation, asymmetric padding
+    (3, 48, 6, 7, 64, (1, 1), (0, 0), (1, 1), 1),      # grad_output read in place (64 channels)
+]
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_dgrad_matches_torch(layout):
-    go = make_tensor((2, 40, 9, 10), torch.bfloat16, layout, seed=6)
-    w = make_tensor((40, 24, 3, 3), torch.bfloat16, seed=7)
-    args = ([2, 24, 9, 10], [1, 1], [1, 1], [1, 1], 1)
+@pytest.mark.parametrize("case", DGRAD_CASES, ids=str)
+def test_dgrad_matches_torch(case, layout):
+    n, c, h, w_, k, kernel, padding, dilation, groups = case
+    w = make_tensor((k, c // groups) + kernel, torch.bfloat16, seed=7)
+    xd = torch.zeros(n, c, h, w_, dtype=torch.float64, requires_grad=True)
+    out = F.conv2d(xd, w.double(), None, 1, padding, dilation, groups)
+    go = make_tensor(tuple(out.shape), torch.bfloat16, layout, seed=6)
+    out.backward(go.double())
+    args = ([n, c, h, w_], [1, 1], list(padding), list(dilation), groups)
     with cpu.force("amx_bf16"):
         gi = torch.ops.convpool.conv2d_grad_input(go, w, *args)
-    xd = torch.zeros(2, 24, 9, 10, dtype=torch.float64, requires_grad=True)
-    F.conv2d(xd, w.double(), None, 1, 1).backward(go.double())
-    torch.testing.assert_close(gi.double(), xd.grad.to(torch.bfloat16).double(), rtol=8e-3, atol=0.2)
+    torch.testing.assert_close(gi.double(), xd.grad.to(torch.bfloat16).double(), rtol=8e-3,
+                               atol=4e-3 * k)
+
+
+def test_wgrad_over_chunks_of_images():
+    """Images in several chunks (16 MiB of copy and pairs each): sums carried across them."""
+    x = make_tensor((5, 64, 98, 98), torch.bfloat16, "channels_last", seed=17)
+    w = torch.zeros(32, 64, 3, 3, dtype=torch.bfloat16)
+    wd = w.double().requires_grad_(True)
+    out = F.conv2d(x.double(), wd, None, 1, 1)
+    go = make_tensor(tuple(out.shape), torch.bfloat16, "channels_last", seed=18)
+    out.backward(go.double())
+    with cpu.force("amx_bf16"):
+        gw = torch.ops.convpool.conv2d_grad_weight(go, x, list(w.shape), [1, 1], [1, 1], [1, 1], 1)
+    torch.testing.assert_close(gw.double(), wd.grad.to(torch.bfloat16).double(), rtol=8e-3, atol=2.0)
+
+
+def test_folded_runs_of_several_steps():
+    """16 channels x 3 taps = 48 values: two steps per kernel row (the second half zeros)."""
+    x = make_tensor((2, 16, 11, 13), torch.bfloat16, "channels_last", seed=19)
+    w = make_tensor((32, 16, 3, 3), torch.bfloat16, seed=20)
+    with cpu.force("amx_bf16"):
+        y = convpool.conv2d(x, w, None, 1, 1)
+    torch.testing.assert_close(y.double(), reference(x, w, None, 1, 1, 1, 1).double(), rtol=8e-3,
+                               atol=0.07)
+
+
+def test_not_applicable_where_padding_would_dominate():
+    """Depthwise (one channel a group, padded to 32) never; autotuning would run it otherwise."""
+    x = torch.zeros(1, 64, 8, 8, dtype=torch.bfloat16)
+    dw = torch.zeros(64, 1, 3, 3, dtype=torch.bfloat16)
+    assert "amx_bf16" not in cpu.algorithms("conv2d", x, dw, None, [1, 1], [1, 1], [1, 1], 64)
+    # one channel along a dilated row: 32x, still applicable; two groups of one channel: depthwise
+    x1 = torch.zeros(1, 1, 8, 8, dtype=torch.bfloat16)
+    assert "amx_bf16" in cpu.algorithms("conv2d", x1, torch.zeros(8, 1, 3, 3, dtype=torch.bfloat16),
+                                        None, [1, 1], [2, 2], [1, 2], 1)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

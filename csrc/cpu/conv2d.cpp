@@ -7,7 +7,7 @@
 //   winograd/       Winograd F(4x4, 3x3) (dispatch.cpp: blocks and products; transforms per ISA)
 //   grad_bias.cpp   bias_channels_last, bias_planes
 //   depthwise/      the depthwise kernels (dispatch.cpp: vector walks and portable templates)
-//   amx/            amx_bf16 (bfloat16 fprop and stride-1 dgrad on AMX tiles)
+//   amx/            amx_bf16 (bfloat16 fprop, wgrad and stride-1 dgrad on AMX tiles)
 // A new algorithm is a kernel file plus one entry in the table below (docs/registry.md).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -41,7 +41,10 @@ Isa detect_isa() {
 
 bool detect_amx() {
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-  if (active_isa() != Isa::avx512) return false;
+  // The AMX file's stores use AVX-512BW/VL too (every AMX CPU has them; a VM may mask them).
+  if (active_isa() != Isa::avx512 || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl"))
+    return false;
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);

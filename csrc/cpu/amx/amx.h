@@ -1,5 +1,5 @@
 // Convolution on AMX tiles (amx/dispatch.cpp): the conv registry's "amx_bf16" entries, bfloat16
-// fprop and stride-1 dgrad (an fprop of grad_output with the flipped weight), where the CPU has
+// fprop, wgrad and stride-1 dgrad (an fprop of grad_output with the flipped weight), where the CPU has
 // AMX-BF16 and Linux grants the tile data permission (the entries need Isa::amx, isa.h).
 #pragma once
 
@@ -9,7 +9,9 @@
 
 namespace convpool::cpu::amx {
 
-// bfloat16 conv2d, any geometry and layout (the registry checks the CPU: isa_reached(Isa::amx)).
+// bfloat16 conv2d, any layout, not depthwise and at most 32x the multiply-adds in channel padding
+// (the workspace grows with it; autotuning runs every applicable entry); the registry checks the
+// CPU (isa_reached(Isa::amx)).
 bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype);
 // Where the heuristic wants it (measured: the rule's comment).
 bool fprop_preferred(const Conv2dParams& p);

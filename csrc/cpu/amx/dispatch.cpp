@@ -1,5 +1,6 @@
 // Convolution on AMX tiles (amx.h): a direct convolution whose reduction steps are 32 bf16
-// channels of one tap, multiplied on AMX's TDPBF16PS (kernels.h, avx512_amx.cpp).
+// values, the channels of one tap (or, folded, of consecutive taps of a kernel row: fold_runs),
+// multiplied on AMX's TDPBF16PS (kernels.h, avx512_amx.cpp).
 //
 // The operand is a zero-padded channels-last bf16 copy of the input, split by stride phase (a
 // space-to-depth copy): phase (r_h, r_w) holds the padded pixels (i * s_h + r_h, j * s_w + r_w)
@@ -8,7 +9,7 @@
 // the output numbered over W_c columns ("virtual" pixels j = oh * W_c + ow, the columns ow >= W_out
 // computed and discarded) every tap reads 16 consecutive output pixels as one strided tile load,
 // whatever the stride and dilation. Each group's channels are padded with zeros to a multiple of
-// 32 (one reduction step); the weight is packed per call into VNNI pairs, [group][32-channel
+// 32 (one reduction step; to 2 when folded); the weight is packed per call into VNNI pairs, [group][32-channel
 // block][tap][step][16 rows x 16 channels x 2], output channels past the group's zero.
 //
 // fprop: one task is kTaskBlocks blocks of 32 virtual pixels of one image and group, for a run of
@@ -183,9 +184,9 @@ WeightView dgrad_view(const Conv2dParams& p, const at::Tensor& weight) {
 }
 
 // The weight in VNNI pairs: [group][channel block][tap][step][half][16 rows][16 channels][2].
-// Per block, its 32 output channels are first laid out [channel][tap][C_in padded] (through the
-// view, zeros past the group's channels), then each step of each tap is two 16 x 16
-// transposes of 32-bit pairs (pack_step).
+// Per block, its 32 output channels are first laid out [channel][entry][steps x 32] (through the
+// view, zeros past the group's channels and a folded run's taps), then each step of each entry is
+// two 16 x 16 transposes of 32-bit pairs (pack_step).
 void pack_weight(const Conv2dParams& p, const Plan& pl, const WeightView& wv, uint16_t* dst) {
   const int64_t taps = static_cast<int64_t>(pl.entries.size());
   const int64_t kdim = pl.steps * kStep;  // reduction elements of an entry
@@ -245,16 +246,12 @@ bool reads_in_place(const Conv2dParams& p, const Plan& pl, const at::Tensor& inp
   return p.groups == 1 && pl.cg == pl.cp && p.pad_h == 0 && p.pad_w == 0 && p.stride_h == 1 &&
          p.stride_w == 1 && pl.hc == p.in_height && pl.wc == p.in_width && s.c == 1 &&
          s.w == pl.cx && s.h == p.in_width * s.w && s.n == p.in_height * s.h &&
-         pl.blocks * kBlockRows * pl.cx + pl.off.back() + kStep <= 2 * pl.image;
+         pl.blocks * kBlockRows * pl.cx + *std::max_element(pl.off.begin(), pl.off.end()) + kStep <=
+             2 * pl.image;
 }
 
 }  // namespace
 
-bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype) {
-  // The kernel's counts are ints; a 2^31-tap kernel is far past any memory anyway.
-  return dtype == at::kBFloat16 && p.kernel_h * p.kernel_w < (int64_t(1) << 24) &&
-         p.in_channels_per_group() < (int64_t(1) << 30);
-}
 
 // Multiply-adds the kernel computes per output element over the ones the convolution has: the
 // zeros of the channel padding (and, folded, of the runs' last steps). make_plan's arithmetic,
@@ -281,6 +278,18 @@ double padding_waste(const Conv2dParams& p, bool fold) {
 // 4.00 / 3.34, DeepBench speech1 2.18 / 2.22 against 3.23 / 3.17, 3 -> 64 3x3 at 32x32 batch 8
 // 0.16 / 0.19 against 0.34 / 0.36 (waste 3.6-3.9x). So: at most 16x the multiply-adds in zero
 // padding, and never depthwise.
+// The kernel's counts are ints (the bounds keep taps and steps far below 2^31); and the copy and
+// the packed weight grow with the padding, so no depthwise conv and at most 32x waste (autotuning
+// runs every applicable entry on the call's own tensors).
+constexpr double kMaxApplicableWaste = 32.0;
+bool applies(const Conv2dParams& p, c10::ScalarType dtype, bool fold) {
+  return dtype == at::kBFloat16 && p.kernel_h * p.kernel_w < (int64_t(1) << 24) &&
+         p.in_channels_per_group() < (int64_t(1) << 30) && !is_depthwise(p) &&
+         padding_waste(p, fold) <= kMaxApplicableWaste;
+}
+
+bool fprop_applies(const Conv2dParams& p, c10::ScalarType dtype) { return applies(p, dtype, fold_runs(p)); }
+
 constexpr double kMaxWaste = 16.0;
 bool fprop_preferred(const Conv2dParams& p) {
   return !is_depthwise(p) && padding_waste(p, fold_runs(p)) <= kMaxWaste;
@@ -410,7 +419,8 @@ void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& wei
 
 // wgrad: per tap, grad_weight[o][c] = sum over pixels of grad_output[pixel][o] * x[pixel at the
 // tap][c], the pixels the reduction: rows o (A: grad_output packed [image][group][o][virtual
-// pixel], zeros in the virtual columns and past the image's last block), columns c (B: the phase
+// pixel], zeros in the virtual columns and from the image's last pixel to the end of its last
+// block), columns c (B: the phase
 // copy re-paired into VNNI pairs of consecutive pixels per 32-channel block, once starting at even
 // pixels and once at odd ones, so a tap at any pixel offset reads one of them as a tile). Tasks are (group,
 // tap, 32 output channels, 32 input channels); each sums its block image by image, pixels in
@@ -427,7 +437,8 @@ void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
   for (int64_t o : pl.off) max_px = std::max(max_px, o / pl.cx);
   const int64_t pairs = (ppad + max_px) / 2 + 1;         // pairs a tap of an image can reach
   const int64_t cogp = pl.cblocks * kBlockCols;
-  const int64_t chunk = std::clamp<int64_t>(kChunkElements / std::max<int64_t>(1, pl.image + pairs * 2 * pl.cx), 1, p.batch);
+  // Per image: its copy and its pairs at both parities.
+  const int64_t chunk = std::clamp<int64_t>(kChunkElements / std::max<int64_t>(1, pl.image + pairs * 4 * pl.cx), 1, p.batch);
   const int64_t total = std::max(chunk * pl.image, ((chunk - 1) * image_px + 2 * pairs + 2) * pl.cx) + kStep;
   const auto bf16 = input.options().dtype(at::kBFloat16);
   at::Tensor copy = at::empty({total}, bf16);
@@ -517,7 +528,7 @@ void wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tenso
   });
 }
 
-bool wgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) { return fprop_applies(p, dtype); }
+bool wgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) { return applies(p, dtype, false); }
 
 // Same data (2026-12-08): AlexNet conv1's 3 input channels ran 1.56 ms against gemm_im2col's 1.17
 // (channels padded 3 -> 32 cost the pairing and the products 10x); ResNet and VGG layers of
@@ -528,7 +539,7 @@ bool wgrad_preferred(const Conv2dParams& p) {
 }
 
 bool dgrad_applies(const Conv2dParams& p, c10::ScalarType dtype) {
-  return conv_gemm::dgrad_as_fprop(p) && fprop_applies(conv_gemm::dgrad_as_fprop_params(p), dtype);
+  return conv_gemm::dgrad_as_fprop(p) && applies(conv_gemm::dgrad_as_fprop_params(p), dtype, false);
 }
 
 bool dgrad_preferred(const Conv2dParams& p) {  // never folded
