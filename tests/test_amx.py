@@ -41,12 +41,19 @@ def reference(x, w, b, stride, padding, dilation, groups):
     return y.to(torch.bfloat16)
 
 
+def case_tensors(case, layout, seed):
+    """Input and weight of a CASES entry (seeds `seed`, `seed + 1`), and its conv arguments."""
+    n, c, h, w_, k, kernel, stride, padding, dilation, groups = case
+    x = make_tensor((n, c, h, w_), torch.bfloat16, layout, seed=seed)
+    w = make_tensor((k, c // groups) + kernel, torch.bfloat16, seed=seed + 1)
+    return x, w, (stride, padding, dilation, groups)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_fprop_matches_torch(case, layout):
-    n, c, h, w_, k, kernel, stride, padding, dilation, groups = case
-    x = make_tensor((n, c, h, w_), torch.bfloat16, layout, seed=1)
-    w = make_tensor((k, c // groups) + kernel, torch.bfloat16, seed=2)
+    x, w, (stride, padding, dilation, groups) = case_tensors(case, layout, seed=1)
+    c, k = x.shape[1], w.shape[0]
     b = make_tensor((1, 1, 1, k), torch.bfloat16, seed=3).flatten()
     with cpu.force("amx_bf16"):
         assert cpu.selected("conv2d", x, w, b, list(stride), list(padding), list(dilation), groups) == "amx_bf16"
@@ -132,9 +139,7 @@ def test_not_applicable_where_padding_would_dominate():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_wgrad_matches_torch(case, layout):
-    n, c, h, w_, k, kernel, stride, padding, dilation, groups = case
-    x = make_tensor((n, c, h, w_), torch.bfloat16, layout, seed=10)
-    w = make_tensor((k, c // groups) + kernel, torch.bfloat16, seed=11)
+    x, w, (stride, padding, dilation, groups) = case_tensors(case, layout, seed=10)
     wd = w.double().requires_grad_(True)
     out = F.conv2d(x.double(), wd, None, stride, padding, dilation, groups)
     go = make_tensor(tuple(out.shape), torch.bfloat16, layout, seed=12)

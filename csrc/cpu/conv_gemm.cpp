@@ -66,6 +66,10 @@ bool dgrad_col2im_preferred(const Conv2dParams& p, const at::Tensor& grad_input)
   return pixels <= kCol2imPixelsMore && (!pointwise || !is_channels_last(grad_input));
 }
 
+namespace {
+
+using namespace im2col;
+
 at::Tensor dgrad_as_fprop_weight(const Conv2dParams& p, const at::Tensor& weight) {
   // [groups, cog, cig, kh, kw] -> [groups * cig, cog, kh, kw], taps reversed.
   return weight
@@ -75,10 +79,6 @@ at::Tensor dgrad_as_fprop_weight(const Conv2dParams& p, const at::Tensor& weight
       .flip({3, 4})
       .reshape({p.in_channels, p.out_channels_per_group(), p.kernel_h, p.kernel_w});
 }
-
-namespace {
-
-using namespace im2col;
 
 constexpr int64_t kWorkspaceElements = int64_t(1) << 21;
 

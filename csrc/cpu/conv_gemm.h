@@ -18,8 +18,6 @@ namespace convpool::cpu::conv_gemm {
 bool dgrad_as_fprop(const Conv2dParams& p);
 // The convolution that stride-1 dgrad of `p` computes (dgrad_as_fprop(p) must hold).
 Conv2dParams dgrad_as_fprop_params(const Conv2dParams& p);
-// Its weight: [groups * C_in/groups, C_out/groups, kH, kW], taps flipped (a new tensor).
-at::Tensor dgrad_as_fprop_weight(const Conv2dParams& p, const at::Tensor& weight);
 
 // gemm_im2col.
 void fprop(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
